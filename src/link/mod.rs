@@ -1,0 +1,90 @@
+//! Links: where a stack's frames go. A link is chosen by the locator (VNL) given to
+//! [`crate::Stack::new`]: a vdeplug4 locator, `tap://NAME`, `tun://NAME`, `mem://NAME`, or
+//! nothing at all (loopback only).
+
+pub mod mem;
+pub mod tap;
+pub mod vde;
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// What a link carries: whole Ethernet frames, or bare IP packets (TUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// Ethernet frames (VDE, TAP, mem://).
+    Ethernet,
+    /// IP packets with no link header (TUN).
+    Ip,
+}
+
+/// One end of a network that a stack is plugged into.
+///
+/// Links are driven by the engine thread only. A link either has a file descriptor that
+/// becomes readable when frames arrive ([`Link::poll_fd`]) or is woken in-process
+/// (mem://, through the [`Wake`] handle given when it was opened).
+pub trait Link {
+    /// The kind of frames this link carries.
+    fn medium(&self) -> Medium;
+    /// The largest frame (Ethernet) or packet (IP) this link carries, headers included.
+    fn mtu(&self) -> usize;
+    /// A descriptor that becomes readable when frames are waiting, if the link has one.
+    fn poll_fd(&self) -> Option<RawFd>;
+    /// Takes one waiting frame into `buf` and returns its length; `WouldBlock` when none.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends one frame. `WouldBlock` means the link is full and the frame was not sent: the
+    /// engine keeps it and stops transmitting until [`Link::poll_fd`] is writable, as a NIC
+    /// with a full ring would. Other errors drop the frame.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+}
+
+/// How an in-process link tells the engine that a stack has frames waiting.
+///
+/// The engine drains the list after each round of work; mem:// links are only touched from
+/// the engine thread, so no further wake-up is needed.
+#[derive(Clone, Debug)]
+pub struct Wake {
+    /// The stack to wake.
+    pub stack: usize,
+    /// The engine's list of stacks with frames waiting.
+    pub ready: std::rc::Rc<std::cell::RefCell<Vec<usize>>>,
+}
+
+impl Wake {
+    /// Marks the stack as having frames waiting.
+    pub fn wake(&self) {
+        self.ready.borrow_mut().push(self.stack);
+    }
+}
+
+/// Opens the link a locator names. `None` means the stack has loopback only.
+pub fn open(vnl: &str, wake: Wake) -> io::Result<Option<Box<dyn Link>>> {
+    if vnl.is_empty() {
+        return Ok(None);
+    }
+    if let Some(name) = vnl.strip_prefix("mem://") {
+        return Ok(Some(Box::new(mem::MemLink::open(name, wake)?)));
+    }
+    if let Some(name) = vnl.strip_prefix("tap://") {
+        return Ok(Some(Box::new(tap::TapLink::open(name, Medium::Ethernet)?)));
+    }
+    if let Some(name) = vnl.strip_prefix("tun://") {
+        return Ok(Some(Box::new(tap::TapLink::open(name, Medium::Ip)?)));
+    }
+    Ok(Some(Box::new(vde::VdeLink::open(vnl)?)))
+}
+
+/// The errno behind a link error: the OS error, or the one a link's own error carries, or
+/// the closest one for its kind.
+pub fn errno_of(e: &io::Error) -> i32 {
+    if let Some(n) = tap::errno_of(e) {
+        return n;
+    }
+    match e.kind() {
+        io::ErrorKind::NotFound => libc::ENOENT,
+        io::ErrorKind::PermissionDenied => libc::EPERM,
+        io::ErrorKind::InvalidInput => libc::EINVAL,
+        io::ErrorKind::Unsupported => libc::EPROTONOSUPPORT,
+        _ => libc::EIO,
+    }
+}

@@ -1,0 +1,302 @@
+//! vdeplug4 links: any VNL that libvdeplug understands (`vde://`, `switch://`, `hub://`,
+//! `ptp://`, `udp://`, `vxvde://`, `vxlan://`, `slirp://`, `cmd://`, ...), through
+//! [`vde_sys`], which loads libvdeplug at run time.
+
+use std::ffi::{c_void, CString};
+use std::io;
+use std::os::fd::RawFd;
+
+use super::{Link, Medium};
+
+/// The description this stack gives the switch for its port.
+const DESCR: &str = "vdestack";
+
+/// The length of an Ethernet header: a shorter read is not a frame.
+const ETHERNET_HEADER: usize = 14;
+
+/// A link to a vdeplug4 network, opened with `vde_open`.
+///
+/// Carries Ethernet frames of up to 1514 bytes (header included). The data descriptor is
+/// non-blocking: [`Link::recv`] returns `WouldBlock` when no frame is waiting, and
+/// [`Link::send`] drops a frame when the network is full. The connection is closed
+/// (`vde_close`) when the link is dropped.
+#[derive(Debug)]
+pub struct VdeLink {
+    lib: &'static vde_sys::VdePlug,
+    conn: *mut vde_sys::VDECONN,
+    fd: RawFd,
+}
+
+impl VdeLink {
+    /// Opens the vdeplug4 network that `vnl` names, e.g. `vde:///tmp/switch` or
+    /// `vxvde://239.0.0.1`.
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] and a message naming the Debian package to
+    /// install when libvdeplug is not installed, and with the `errno` of `vde_open` (the
+    /// message naming the VNL) when the network cannot be opened.
+    pub fn open(vnl: &str) -> io::Result<VdeLink> {
+        let lib = vde_sys::library()
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{vnl}: {e}")))?;
+        let mut url = CString::new(vnl)
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{vnl:?}: VNL contains NUL"),
+                )
+            })?
+            .into_bytes_with_nul();
+        let mut descr = CString::new(DESCR).expect("no NUL").into_bytes_with_nul();
+        // SAFETY: both strings are NUL-terminated, writable and live across the call;
+        // NULL open_args asks for the defaults, as documented in libvdeplug.h.
+        let conn = unsafe {
+            lib.vde_open(
+                url.as_mut_ptr().cast(),
+                descr.as_mut_ptr().cast(),
+                std::ptr::null_mut(),
+            )
+        };
+        if conn.is_null() {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(0) | None => io::Error::other(format!("vde_open {vnl}: failed")),
+                Some(_) => io::Error::new(err.kind(), format!("vde_open {vnl}: {err}")),
+            });
+        }
+        // Owned from here on, so that every error path below closes it.
+        let mut link = VdeLink { lib, conn, fd: -1 };
+        // SAFETY: conn is a live connection returned by vde_open.
+        link.fd = unsafe { lib.vde_datafd(conn) };
+        if link.fd < 0 {
+            return Err(io::Error::other(format!(
+                "vde_open {vnl}: connection has no data descriptor"
+            )));
+        }
+        set_nonblocking(link.fd)
+            .map_err(|e| io::Error::new(e.kind(), format!("vde_open {vnl}: O_NONBLOCK: {e}")))?;
+        Ok(link)
+    }
+}
+
+/// Sets `O_NONBLOCK` on a descriptor.
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor only reads and sets its status flags;
+    // an invalid descriptor yields EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Link for VdeLink {
+    fn medium(&self) -> Medium {
+        Medium::Ethernet
+    }
+
+    fn mtu(&self) -> usize {
+        1514
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+
+    /// Takes one frame. `WouldBlock` when none is waiting; `Ok(0)` for an empty or runt read
+    /// (shorter than an Ethernet header), which the caller ignores.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: conn is live until drop; buf is valid for writes of buf.len() bytes.
+        let n = unsafe {
+            self.lib
+                .vde_recv(self.conn, buf.as_mut_ptr().cast::<c_void>(), buf.len(), 0)
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Err(io::ErrorKind::WouldBlock.into()),
+                _ => Err(err),
+            };
+        }
+        let n = n as usize;
+        if n < ETHERNET_HEADER {
+            return Ok(0);
+        }
+        Ok(n.min(buf.len()))
+    }
+
+    /// Sends one frame; `WouldBlock` when the switch's queue is full (the engine holds the
+    /// frame and waits for the fd to be writable), `ENOBUFS` drops it.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: conn is live until drop; frame is valid for reads of frame.len() bytes.
+        let n = unsafe {
+            self.lib
+                .vde_send(self.conn, frame.as_ptr().cast::<c_void>(), frame.len(), 0)
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(libc::ENOBUFS) | Some(libc::EINTR) => Ok(()),
+                _ => Err(err),
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Drop for VdeLink {
+    fn drop(&mut self) {
+        // SAFETY: conn came from vde_open and is closed exactly once, here.
+        unsafe {
+            self.lib.vde_close(self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A `vde_plug null:// switch://DIR` process: a VDE switch at DIR, killed on drop.
+    struct Switch {
+        child: Child,
+        dir: PathBuf,
+    }
+
+    impl Switch {
+        fn start() -> Switch {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "vdestack-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let child = match Command::new("vde_plug")
+                .arg("null://")
+                .arg(format!("switch://{}", dir.display()))
+                .stdin(Stdio::null())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                    "vde_plug not found: apt-get install vdeplug (Debian package providing \
+                     vde_plug), needed to test VDE links"
+                ),
+                Err(e) => panic!("cannot run vde_plug: {e}"),
+            };
+            let mut switch = Switch { child, dir };
+            switch.wait_ready();
+            switch
+        }
+
+        /// Waits for the switch's control socket to appear.
+        fn wait_ready(&mut self) {
+            let ctl = self.dir.join("ctl");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ctl.exists() {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("vde_plug switch://{} exited: {status}", self.dir.display());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "vde_plug switch://{}: no control socket after 10 s",
+                    self.dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn vnl(&self) -> String {
+            format!("vde://{}", self.dir.display())
+        }
+    }
+
+    impl Drop for Switch {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Waits up to `timeout` for `fd` to become readable.
+    fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        n > 0 && pfd.revents & libc::POLLIN != 0
+    }
+
+    /// Receives the next frame of at least a header, skipping runt reads.
+    fn recv_frame(link: &mut VdeLink, buf: &mut [u8]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                wait_readable(link.poll_fd().unwrap(), left),
+                "no frame within 5 s"
+            );
+            match link.recv(buf) {
+                Ok(0) => continue,
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_frame_crosses_a_switch() {
+        let switch = Switch::start();
+        let mut a = VdeLink::open(&switch.vnl()).expect("open a");
+        let mut b = VdeLink::open(&switch.vnl()).expect("open b");
+        assert_eq!(a.medium(), Medium::Ethernet);
+        assert_eq!(a.mtu(), 1514);
+        assert!(a.poll_fd().unwrap() >= 0);
+
+        // Nothing waiting yet: non-blocking.
+        let mut buf = [0u8; 1514];
+        assert_eq!(
+            b.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&[0xff; 6]); // broadcast
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x0a]); // locally administered source
+        frame.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        frame.extend_from_slice(b"hello from vdestack");
+        frame.resize(60, 0);
+        a.send(&frame).expect("send");
+
+        let n = recv_frame(&mut b, &mut buf);
+        assert_eq!(&buf[..n], &frame[..]);
+        drop((a, b));
+        drop(switch);
+    }
+
+    #[test]
+    fn opening_a_missing_switch_fails() {
+        let err = VdeLink::open("vde:///nonexistent/sw").expect_err("no such switch");
+        assert!(
+            err.to_string().contains("vde:///nonexistent/sw"),
+            "error names the VNL: {err}"
+        );
+        assert!(!Path::new("/nonexistent/sw").exists());
+        eprintln!("opening vde:///nonexistent/sw: {err} ({:?})", err.kind());
+    }
+}
