@@ -1,0 +1,165 @@
+//! TCP bridge: a stream socketpair on one side, a smoltcp TCP socket on the other.
+//! FIN from the peer becomes EOF on the pair (shutdown SHUT_WR of our end), EOF from the
+//! application (its shutdown(SHUT_WR) or last close) becomes our FIN.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Instant;
+
+use crate::sys;
+
+/// Bytes moved per socket per round before giving others a turn.
+const ROUND_BYTES: usize = 1 << 20;
+
+/// A connection (or connection attempt) bridged to a pair.
+#[derive(Debug)]
+pub struct Conn {
+    /// Which socket set the smoltcp socket lives in.
+    pub set: usize,
+    /// The smoltcp socket.
+    pub handle: SocketHandle,
+    /// The application sent EOF; our FIN is queued.
+    pub app_eof: bool,
+    /// We delivered the peer's FIN (or a reset) as EOF on the pair.
+    pub eof_sent: bool,
+    /// When a connection attempt gives up.
+    pub deadline: Option<Instant>,
+}
+
+/// What happened to a connection in one pump.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still going.
+    Open,
+    /// The connection attempt succeeded.
+    Established,
+    /// The connection attempt or the connection failed with this errno.
+    Failed(i32),
+    /// Both directions are done; the smoltcp socket can go.
+    Finished,
+}
+
+/// Creates a smoltcp TCP socket with the given buffer sizes and options.
+pub fn new_socket(rx: usize, tx: usize, nodelay: bool, keepalive: bool) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; rx]),
+        tcp::SocketBuffer::new(vec![0; tx]),
+    );
+    s.set_nagle_enabled(!nodelay);
+    s.set_congestion_control(tcp::CongestionControl::Cubic);
+    s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
+    if keepalive {
+        s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(75)));
+    }
+    s
+}
+
+impl Conn {
+    /// Moves bytes both ways and reports the connection's fate. `connecting` says whether the
+    /// handshake is still awaited. `app_closed` says the application closed its last fd.
+    pub fn pump(
+        &mut self,
+        fd: RawFd,
+        sets: &mut [SocketSet<'static>; 2],
+        now: Instant,
+        connecting: bool,
+        app_closed: &mut bool,
+        moved: &mut bool,
+    ) -> Outcome {
+        let sock = sets[self.set].get_mut::<tcp::Socket>(self.handle);
+        if connecting {
+            return match sock.state() {
+                State::SynSent | State::SynReceived => match self.deadline {
+                    Some(d) if now >= d => {
+                        sock.abort();
+                        Outcome::Failed(libc::ETIMEDOUT)
+                    }
+                    _ => Outcome::Open,
+                },
+                State::Closed | State::Listen => Outcome::Failed(libc::ECONNREFUSED),
+                _ => Outcome::Established,
+            };
+        }
+        // net → app
+        let mut n_out = 0;
+        while sock.can_recv() && n_out < ROUND_BYTES {
+            if *app_closed {
+                let _ = sock.recv(|b| (b.len(), ()));
+                continue;
+            }
+            let r = sock.recv(|b| match sys::send(fd, b) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(n)) => {
+                    n_out += n;
+                    *moved = true;
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Err(_)) => *app_closed = true, // EPIPE: the app is gone
+                Err(_) => break,
+            }
+        }
+        let reset = sock.state() == State::Closed && !self.app_eof;
+        if !self.eof_sent && !sock.may_recv() && sock.recv_queue() == 0 {
+            // The peer's FIN (or a reset): EOF for the application.
+            let _ = sys::shutdown(fd, libc::SHUT_WR);
+            self.eof_sent = true;
+            *moved = true;
+        }
+        // app → net
+        let mut n_in = 0;
+        while !self.app_eof && n_in < ROUND_BYTES {
+            if sock.state() == State::Closed {
+                // Reset: swallow what the application still writes.
+                match sys::read(fd, &mut [0u8; 4096]) {
+                    Ok(0) => self.app_eof = true,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+                continue;
+            }
+            if !sock.may_send() || sock.send_queue() >= sock.send_capacity() {
+                break;
+            }
+            let r = sock.send(|b| match sys::read(fd, b) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => {
+                    self.app_eof = true;
+                    sock.close();
+                    *moved = true;
+                }
+                Ok(Ok(n)) => {
+                    n_in += n;
+                    *moved = true;
+                }
+                _ => break,
+            }
+        }
+        if *app_closed && !self.app_eof {
+            self.app_eof = true;
+            sock.close();
+        }
+        if reset {
+            return Outcome::Failed(libc::ECONNRESET);
+        }
+        match sock.state() {
+            State::Closed | State::TimeWait if self.eof_sent => Outcome::Finished,
+            _ => Outcome::Open,
+        }
+    }
+}
+
+/// Writes one "a connection is ready" token on a listener's pair.
+pub fn post_token(fd: &impl AsRawFd) {
+    // A full pair means tokens for thousands of connections are already waiting; the backlog
+    // has overflowed and the connection still waits in the ready queue.
+    let _ = sys::send(fd.as_raw_fd(), b"!");
+}

@@ -1,0 +1,196 @@
+//! smoltcp devices: one over a stack's link, one for its loopback.
+
+use std::collections::VecDeque;
+use std::io;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium as PhyMedium};
+use smoltcp::time::Instant;
+
+use crate::link::{Link, Medium};
+
+/// The MTU of the loopback interface (as Linux's `lo`).
+pub const LO_MTU: usize = 65536;
+
+/// A smoltcp device over a link, borrowing the stack's frame buffer and its slot for a frame
+/// the link could not take yet.
+pub struct LinkDevice<'a> {
+    pub link: &'a mut dyn Link,
+    pub buf: &'a mut Vec<u8>,
+    pub held: &'a mut VecDeque<Vec<u8>>,
+    pub mtu: usize,
+}
+
+impl<'a> LinkDevice<'a> {
+    /// Wraps a link; `mtu` is the configured MTU (IP packet size).
+    pub fn new(
+        link: &'a mut dyn Link,
+        buf: &'a mut Vec<u8>,
+        held: &'a mut VecDeque<Vec<u8>>,
+        mtu: usize,
+    ) -> Self {
+        LinkDevice {
+            link,
+            buf,
+            held,
+            mtu,
+        }
+    }
+}
+
+/// Frames a stack holds for a full link before it drops more (replies to received frames
+/// may still come while transmission waits).
+const HELD_MAX: usize = 256;
+
+fn flush(link: &mut dyn Link, held: &mut VecDeque<Vec<u8>>) -> bool {
+    while let Some(frame) = held.front() {
+        match link.send(frame) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            _ => {
+                held.pop_front();
+            }
+        }
+    }
+    true
+}
+
+/// A received frame.
+pub struct Rx<'a>(&'a [u8]);
+/// Permission to send one frame on a link.
+pub struct LinkTx<'a>(&'a mut dyn Link, &'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::TxToken for LinkTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        // A full link keeps the frame (no more are offered until it is sent); other errors
+        // drop it, as a NIC would, and TCP retransmits.
+        if !self.1.is_empty() {
+            if self.1.len() < HELD_MAX {
+                self.1.push_back(frame);
+            }
+        } else if let Err(e) = self.0.send(&frame) {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                self.1.push_back(frame);
+            }
+        }
+        r
+    }
+}
+
+impl Device for LinkDevice<'_> {
+    type RxToken<'b>
+        = Rx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = LinkTx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, LinkTx<'_>)> {
+        let link_mtu = self.link.mtu();
+        if self.buf.len() < link_mtu + 64 {
+            self.buf.resize(link_mtu + 64, 0);
+        }
+        // Skip empty reads (a link may report a frame it could not make sense of), bounded so a
+        // dead link cannot spin us.
+        for _ in 0..16 {
+            match self.link.recv(self.buf) {
+                Ok(0) => continue,
+                Ok(n) => {
+                    return Some((Rx(&self.buf[..n]), LinkTx(&mut *self.link, &mut *self.held)))
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<LinkTx<'_>> {
+        if !flush(self.link, self.held) {
+            return None;
+        }
+        Some(LinkTx(&mut *self.link, &mut *self.held))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        match self.link.medium() {
+            Medium::Ethernet => {
+                caps.medium = PhyMedium::Ethernet;
+                caps.max_transmission_unit = self.mtu + 14;
+            }
+            Medium::Ip => {
+                caps.medium = PhyMedium::Ip;
+                caps.max_transmission_unit = self.mtu;
+            }
+        }
+        caps
+    }
+}
+
+/// The loopback: packets sent are queued and received again on the next poll.
+#[derive(Default)]
+pub struct Loopback {
+    queue: VecDeque<Vec<u8>>,
+}
+
+impl Loopback {
+    /// Whether packets are waiting.
+    pub fn pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+/// A packet taken off the loopback queue.
+pub struct LoRx(Vec<u8>);
+/// Permission to queue one packet on the loopback.
+pub struct LoTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for LoRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for LoTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut p = vec![0u8; len];
+        let r = f(&mut p);
+        self.0.push_back(p);
+        r
+    }
+}
+
+impl Device for Loopback {
+    type RxToken<'b>
+        = LoRx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = LoTx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(LoRx, LoTx<'_>)> {
+        let p = self.queue.pop_front()?;
+        Some((LoRx(p), LoTx(&mut self.queue)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<LoTx<'_>> {
+        Some(LoTx(&mut self.queue))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = PhyMedium::Ip;
+        caps.max_transmission_unit = LO_MTU;
+        caps
+    }
+}

@@ -1,0 +1,472 @@
+//! The engine: one thread, one mio event loop, serving every stack of the process.
+//!
+//! It owns the stacks, their links and the engine ends of all socketpairs, and answers the
+//! control requests that arrive on its abstract AF_UNIX socket. Work is driven by events
+//! (frames, bytes from applications, requests) and by each stack's next smoltcp deadline;
+//! an idle engine sleeps in epoll with no timeout.
+
+mod conf;
+pub mod device;
+mod ops;
+pub mod sock;
+pub mod stack;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use smoltcp::time::Instant;
+
+use crate::bridge::Done;
+use crate::control::proto::{Reply, Request};
+use crate::control::{self, Ctl};
+use crate::sys;
+use stack::NetStack;
+
+/// What a mio token stands for.
+enum Source {
+    CtlListener(OwnedFd),
+    /// A control connection waiting for its request, or for a deferred reply.
+    CtlConn(OwnedFd),
+    Link(u32),
+    Sock(u32, u64),
+}
+
+/// Shared pieces the request handlers and bridges need besides the stack itself.
+pub struct Ctx<'a> {
+    pub registry: &'a mio::Registry,
+    sources: &'a mut slab::Slab<Source>,
+    pub name: &'a str,
+    pub now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Registers the engine end of a new socket's pair and returns its token.
+    pub fn register_sock(&mut self, stack: u32, sock: u64, fd: RawFd) -> io::Result<usize> {
+        let token = self.sources.insert(Source::Sock(stack, sock));
+        self.registry
+            .register(
+                &mut SourceFd(&fd),
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .inspect_err(|_| {
+                self.sources.remove(token);
+            })?;
+        Ok(token)
+    }
+
+    /// Forgets a socket's token.
+    pub fn deregister(&mut self, token: usize, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        if self.sources.contains(token) {
+            self.sources.remove(token);
+        }
+    }
+
+    /// Makes a socketpair for socket `id` of `ty`, binds the engine end to the socket's
+    /// name, and returns (engine end, application end).
+    pub fn pair(&mut self, id: u64, ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+        let (mine, theirs) = sys::socketpair(ty)?;
+        sys::bind_abstract(mine.as_raw_fd(), &control::sock_name(self.name, id))?;
+        sys::set_nonblocking(mine.as_raw_fd(), true)?;
+        let buf = 1 << 20;
+        let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, buf);
+        let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, buf);
+        Ok((mine, theirs))
+    }
+}
+
+struct Engine {
+    poll: Poll,
+    sources: slab::Slab<Source>,
+    stacks: HashMap<u32, NetStack>,
+    name: String,
+    next_stack: u32,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    ready: Rc<RefCell<Vec<usize>>>,
+    uid: u32,
+    seed: u64,
+}
+
+static LOCAL: OnceLock<Ctl> = OnceLock::new();
+
+/// The control handle of this process's engine, started on first use.
+pub fn local() -> io::Result<Ctl> {
+    let mut failure = None;
+    let ctl = LOCAL.get_or_init(|| match start() {
+        Ok(c) => c,
+        Err(e) => {
+            failure = Some(e);
+            Ctl::from_name(Vec::new())
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None if ctl.name().is_empty() => Err(io::Error::other("vdestack engine failed to start")),
+        None => Ok(ctl.clone()),
+    }
+}
+
+/// Binds the control socket here, so that requests can be sent at once, and runs the engine
+/// in its own thread.
+fn start() -> io::Result<Ctl> {
+    let seed = random_seed();
+    let name = format!("{}.{:016x}", std::process::id(), seed);
+    let listener = sys::unix_socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
+    sys::bind_abstract(listener.as_raw_fd(), &control::ctl_name(&name))?;
+    sys::listen(listener.as_raw_fd(), 1024)?;
+    let ctl = Ctl::from_name(control::ctl_name(&name));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("vdestack-engine".into())
+        .spawn(move || match Engine::new(listener, name, seed) {
+            Ok(engine) => {
+                let _ = tx.send(Ok(()));
+                engine.run()
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| io::Error::other("vdestack engine thread died"))??;
+    Ok(ctl)
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: b is a valid 8-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut _, 8, 0) };
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    if n == 8 {
+        u64::from_le_bytes(b)
+    } else {
+        t ^ (std::process::id() as u64) << 32
+    }
+}
+
+impl Engine {
+    fn new(listener: OwnedFd, name: String, seed: u64) -> io::Result<Engine> {
+        let poll = Poll::new()?;
+        let mut sources = slab::Slab::new();
+        let t = sources.insert(Source::CtlListener(listener));
+        if let Source::CtlListener(l) = &sources[t] {
+            poll.registry().register(
+                &mut SourceFd(&l.as_raw_fd()),
+                Token(t),
+                Interest::READABLE,
+            )?;
+        }
+        Ok(Engine {
+            poll,
+            sources,
+            stacks: HashMap::new(),
+            name,
+            next_stack: 1,
+            timers: BinaryHeap::new(),
+            ready: Rc::default(),
+            // SAFETY: getuid cannot fail.
+            uid: unsafe { libc::getuid() },
+            seed,
+        })
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut work: Vec<u32> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout = self.timers.peek().map(|Reverse((at, _))| {
+                if *at <= now {
+                    Duration::ZERO
+                } else {
+                    Duration::from_micros((*at - now).total_micros())
+                }
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("vdestack engine: poll failed: {e}");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                let t = ev.token().0;
+                let hup = ev.is_write_closed();
+                // A panic here must not kill the engine and every socket with it.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.event(t, hup, &mut work)
+                }));
+                if r.is_err() {
+                    eprintln!("vdestack engine: internal error handling an event (recovered)");
+                }
+            }
+            let now = Instant::now();
+            while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                if self
+                    .stacks
+                    .get(&id)
+                    .is_some_and(|s| s.next_poll == Some(at))
+                {
+                    work.push(id);
+                }
+            }
+            self.drain_work(&mut work);
+        }
+    }
+
+    fn drain_work(&mut self, work: &mut Vec<u32>) {
+        for _ in 0..1000 {
+            work.extend(self.ready.borrow_mut().drain(..).map(|s| s as u32));
+            if work.is_empty() {
+                return;
+            }
+            let mut batch = std::mem::take(work);
+            batch.sort_unstable();
+            batch.dedup();
+            for id in batch {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.service(id)));
+                if r.is_err() {
+                    eprintln!("vdestack engine: internal error in stack {id} (recovered)");
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, token: usize, hup: bool, work: &mut Vec<u32>) {
+        match self.sources.get(token) {
+            Some(Source::CtlListener(l)) => {
+                let lfd = l.as_raw_fd();
+                while let Ok(conn) = sys::accept(lfd) {
+                    if sys::peer_uid(conn.as_raw_fd()).ok() != Some(self.uid) && self.uid != 0 {
+                        continue; // only the same user may drive our stacks
+                    }
+                    let fd = conn.as_raw_fd();
+                    let t = self.sources.insert(Source::CtlConn(conn));
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut SourceFd(&fd), Token(t), Interest::READABLE)
+                        .is_err()
+                    {
+                        self.sources.remove(t);
+                    }
+                }
+            }
+            Some(Source::CtlConn(c)) => {
+                let fd = c.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                let mut buf = vec![0u8; control::client::MAX_MSG];
+                let req = match sys::recv_msg(fd, &mut buf) {
+                    Ok((n, _)) if n > 0 => Request::decode(&buf[..n]).map_err(|_| libc::EINVAL),
+                    _ => {
+                        self.sources.remove(token);
+                        return;
+                    }
+                };
+                let reply = match req {
+                    Ok(req) => self.request(token, req, work),
+                    Err(e) => Some((Reply::Err(e), None)),
+                };
+                if let Some((reply, fd)) = reply {
+                    self.reply(token, reply, fd);
+                }
+            }
+            Some(Source::Link(stack)) => work.push(*stack),
+            Some(Source::Sock(stack, sock)) => {
+                let (stack, sock) = (*stack, *sock);
+                if hup {
+                    if let Some(s) = self
+                        .stacks
+                        .get_mut(&stack)
+                        .and_then(|st| st.socks.get_mut(&sock))
+                    {
+                        s.app_closed = true;
+                    }
+                }
+                work.push(stack);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends a reply on control connection `token` and closes it.
+    fn reply(&mut self, token: usize, reply: Reply, fd: Option<OwnedFd>) {
+        if let Some(Source::CtlConn(c)) = self.sources.try_remove(token) {
+            let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+            let _ = sys::send_msg(c.as_raw_fd(), &reply.encode(), &fds);
+        }
+    }
+
+    fn complete(&mut self, done: Vec<Done>) {
+        for (token, reply) in done {
+            self.reply(token, reply, None);
+        }
+    }
+
+    fn ctx(&mut self) -> (Ctx<'_>, &mut HashMap<u32, NetStack>) {
+        (
+            Ctx {
+                registry: self.poll.registry(),
+                sources: &mut self.sources,
+                name: &self.name,
+                now: Instant::now(),
+            },
+            &mut self.stacks,
+        )
+    }
+
+    /// Handles one request; None when the reply is deferred.
+    fn request(
+        &mut self,
+        conn: usize,
+        req: Request,
+        work: &mut Vec<u32>,
+    ) -> Option<(Reply, Option<OwnedFd>)> {
+        match req {
+            Request::AddStack { vnl, ifname } => Some((self.add_stack(&vnl, &ifname, work), None)),
+            Request::DelStack { stack } => Some((self.del_stack(stack), None)),
+            req => {
+                let stack_id = match &req {
+                    Request::Cmd { stack, .. }
+                    | Request::Socket { stack, .. }
+                    | Request::Nameservers { stack } => Some(*stack),
+                    _ => None,
+                };
+                let sock_id = ops::sock_of(&req);
+                let sid = match (stack_id, sock_id) {
+                    (Some(s), _) => s,
+                    (None, Some(id)) => stack::stack_of_sock(id),
+                    (None, None) => return Some((Reply::Err(libc::EINVAL), None)),
+                };
+                let (mut ctx, stacks) = self.ctx();
+                let Some(st) = stacks.get_mut(&sid) else {
+                    return Some((Reply::Err(libc::ENETDOWN), None));
+                };
+                let r = ops::handle(st, &mut ctx, conn, req);
+                work.push(sid);
+                r
+            }
+        }
+    }
+
+    fn add_stack(&mut self, vnl: &str, ifname: &str, work: &mut Vec<u32>) -> Reply {
+        let id = self.next_stack;
+        let wake = crate::link::Wake {
+            stack: id as usize,
+            ready: self.ready.clone(),
+        };
+        let ifname = if ifname.is_empty() { "vde0" } else { ifname };
+        let st = match NetStack::new(id, vnl, ifname, wake, self.seed.wrapping_add(id as u64)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vdestack: cannot open {vnl:?}: {e}");
+                return Reply::Err(crate::link::errno_of(&e));
+            }
+        };
+        if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
+            let t = self.sources.insert(Source::Link(id));
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(t), interest)
+            {
+                self.sources.remove(t);
+                return Reply::Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
+        }
+        self.next_stack += 1;
+        self.stacks.insert(id, st);
+        work.push(id);
+        Reply::Stack(id)
+    }
+
+    fn del_stack(&mut self, id: u32) -> Reply {
+        let Some(mut st) = self.stacks.remove(&id) else {
+            return Reply::Err(libc::EINVAL);
+        };
+        let stale: Vec<usize> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Link(x) | Source::Sock(x, _) if *x == id))
+            .map(|(t, _)| t)
+            .collect();
+        for t in stale {
+            self.sources.remove(t);
+        }
+        if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        for (_, s) in st.socks.drain() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&s.fd.as_raw_fd()));
+            // Shut our end so the application reads EOF and its writes fail, like a dead
+            // network interface under a kernel socket.
+            let _ = sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        let done: Vec<Done> = st
+            .dhcp_waiters
+            .drain(..)
+            .map(|w| (w.conn, Reply::Err(libc::ENETDOWN)))
+            .collect();
+        self.complete(done);
+        Reply::Ok
+    }
+
+    /// Runs a stack until it is quiet: sockets, interfaces, sockets again; then schedules its
+    /// next deadline.
+    fn service(&mut self, id: u32) {
+        let mut done = Vec::new();
+        let (mut ctx, stacks) = self.ctx();
+        let Some(st) = stacks.get_mut(&id) else {
+            return;
+        };
+        let mut again = false;
+        let mut rounds = 0;
+        loop {
+            ctx.now = Instant::now();
+            let moved = ops::pump_all(st, &mut ctx, &mut done);
+            let changed = st.poll_ifaces(ctx.now);
+            let dhcp = st.poll_dhcp().is_some();
+            ops::dhcp_check(st, ctx.now, &mut done);
+            rounds += 1;
+            if !(moved || changed || dhcp) {
+                break;
+            }
+            if rounds >= 64 {
+                again = true;
+                break;
+            }
+        }
+        let now = ctx.now;
+        let mut at = st.ifaces_poll_at(now);
+        if let Some(d) = ops::next_deadline(st) {
+            at = Some(at.map_or(d, |a| a.min(d)));
+        }
+        if again {
+            at = Some(now);
+        }
+        st.next_poll = at;
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, id)));
+        }
+        self.complete(done);
+    }
+}

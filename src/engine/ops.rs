@@ -1,0 +1,763 @@
+//! Control requests on a stack's sockets, and the per-round pump of all its bridges.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+
+use super::sock::{Listener, Sock, SockState};
+use super::stack::{Binding, NetStack};
+use super::Ctx;
+use crate::bridge::tcp::{new_socket, post_token, Conn, Outcome};
+use crate::bridge::{udp, Done, LINK, LO};
+use crate::control::proto::{Reply, Request};
+use crate::sys::unmap;
+
+type Answer = Option<(Reply, Option<OwnedFd>)>;
+
+fn err(e: i32) -> Answer {
+    Some((Reply::Err(e), None))
+}
+
+fn ok(r: Reply) -> Answer {
+    Some((r, None))
+}
+
+/// The socket a request is about, if any.
+pub fn sock_of(req: &Request) -> Option<u64> {
+    match req {
+        Request::Bind { sock, .. }
+        | Request::Listen { sock, .. }
+        | Request::Accept { sock }
+        | Request::Connect { sock, .. }
+        | Request::Name { sock, .. }
+        | Request::Shutdown { sock, .. }
+        | Request::SetOpt { sock, .. }
+        | Request::GetOpt { sock, .. } => Some(*sock),
+        _ => None,
+    }
+}
+
+/// Handles one request on stack `st`. None: the reply is deferred (it goes to `conn` later).
+pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> Answer {
+    match req {
+        Request::Socket {
+            domain,
+            ty,
+            protocol,
+            ..
+        } => new_sock(st, ctx, domain, ty, protocol),
+        Request::Cmd { cmds, .. } => super::conf::run(st, conn, &cmds, ctx.now),
+        Request::Nameservers { .. } => ok(Reply::Addrs(st.nameservers.clone())),
+        req => {
+            let id = sock_of(&req)?;
+            if !st.socks.contains_key(&id) {
+                return err(libc::EBADF);
+            }
+            match req {
+                Request::Bind { sock, addr } => {
+                    bind(st, sock, addr).map_or_else(err, |_| ok(Reply::Ok))
+                }
+                Request::Listen { sock, backlog } => listen(st, sock, backlog),
+                Request::Accept { sock } => accept(st, ctx, sock),
+                Request::Connect { sock, addr, wait } => connect(st, ctx, conn, sock, addr, wait),
+                Request::Name { sock, peer } => name(st, sock, peer),
+                Request::Shutdown { sock, .. } => {
+                    let s = &st.socks[&sock];
+                    match &s.state {
+                        SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
+                        SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),
+                        _ => err(libc::ENOTCONN),
+                    }
+                }
+                Request::SetOpt {
+                    sock,
+                    level,
+                    name,
+                    value,
+                } => setopt(st, sock, level, name, value),
+                Request::GetOpt { sock, level, name } => getopt(st, conn, sock, level, name),
+                _ => err(libc::EINVAL),
+            }
+        }
+    }
+}
+
+fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i32) -> Answer {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return err(libc::EAFNOSUPPORT);
+    }
+    let base = ty & 0xf;
+    let stream = match (base, protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => true,
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => false,
+        (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => return err(libc::EPROTONOSUPPORT),
+        _ => return err(libc::ESOCKTNOSUPPORT),
+    };
+    let id = st.new_sock_id();
+    let pair_ty = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let (mine, theirs) = match ctx.pair(id, pair_ty) {
+        Ok(p) => p,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let token = match ctx.register_sock(st.id, id, mine.as_raw_fd()) {
+        Ok(t) => t,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let proto = if stream {
+        libc::IPPROTO_TCP
+    } else {
+        libc::IPPROTO_UDP
+    };
+    st.socks
+        .insert(id, Sock::new(id, mine, token, domain, stream, proto));
+    Some((Reply::Ok, Some(theirs)))
+}
+
+fn family_ok(s: &Sock, a: &SocketAddr) -> bool {
+    (s.domain == libc::AF_INET) == a.is_ipv4()
+}
+
+fn bind(st: &mut NetStack, id: u64, addr: SocketAddr) -> Result<(), i32> {
+    let s = &st.socks[&id];
+    if !family_ok(s, &addr) {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    if s.local.is_some() {
+        return Err(libc::EINVAL);
+    }
+    let ip = unmap(addr.ip());
+    let ip = if ip.is_unspecified() { None } else { Some(ip) };
+    if let Some(ip) = ip {
+        if !st.is_local(ip) {
+            return Err(libc::EADDRNOTAVAIL);
+        }
+    }
+    bind_port(st, id, ip, addr.port())
+}
+
+/// Reserves a port (0: an ephemeral one) for `id` and records its local address.
+fn bind_port(st: &mut NetStack, id: u64, ip: Option<IpAddr>, port: u16) -> Result<(), i32> {
+    let s = &st.socks[&id];
+    let tcp = s.stream;
+    let b = Binding {
+        ip,
+        sock: id,
+        v6only: s.opts.v6only,
+        v6: s.domain == libc::AF_INET6,
+        reuse: s.opts.reuseaddr,
+    };
+    let port = if port == 0 {
+        st.ephemeral_port(tcp).ok_or(libc::EADDRINUSE)?
+    } else {
+        port
+    };
+    st.reserve(tcp, port, b)?;
+    let s = st.socks.get_mut(&id).expect("checked");
+    let ip = ip.unwrap_or(NetStack::unspecified(s.domain == libc::AF_INET6));
+    s.local = Some(NetStack::as_seen(s.domain, SocketAddr::new(ip, port)));
+    if !s.stream {
+        udp_open(st, id);
+    }
+    Ok(())
+}
+
+fn listen_ep(local: SocketAddr) -> IpListenEndpoint {
+    let ip = unmap(local.ip());
+    IpListenEndpoint {
+        addr: (!ip.is_unspecified()).then(|| IpAddress::from(ip)),
+        port: local.port(),
+    }
+}
+
+/// Which sets a local address is reachable in: loopback addresses only on LO.
+fn sets_for(local: SocketAddr) -> [bool; 2] {
+    let ip = unmap(local.ip());
+    [!ip.is_loopback(), true]
+}
+
+fn udp_open(st: &mut NetStack, id: u64) {
+    let s = st.socks.get_mut(&id).expect("checked");
+    let Some(local) = s.local else { return };
+    let ep = listen_ep(local);
+    let wanted = sets_for(local);
+    let bytes = s.opts.rcvbuf.max(s.opts.sndbuf).clamp(4096, 4 << 20);
+    if let SockState::Udp(u) = &mut s.state {
+        for set in [LINK, LO] {
+            if wanted[set] && u.handles[set].is_none() {
+                let mut sock = udp::new_socket(bytes);
+                if sock.bind(ep).is_ok() {
+                    u.handles[set] = Some(st.sets[set].add(sock));
+                }
+            }
+        }
+    }
+}
+
+fn listen_socket(s: &Sock, ep: IpListenEndpoint) -> tcp::Socket<'static> {
+    let mut t = new_socket(
+        s.opts.rcvbuf,
+        s.opts.sndbuf,
+        s.opts.nodelay,
+        s.opts.keepalive,
+    );
+    let _ = t.listen(ep);
+    t
+}
+
+fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
+    let s = &st.socks[&id];
+    if !s.stream {
+        return err(libc::EOPNOTSUPP);
+    }
+    match s.state {
+        SockState::Fresh => {}
+        SockState::Listening(_) => return ok(Reply::Ok),
+        _ => return err(libc::EINVAL),
+    }
+    if s.local.is_none() {
+        if let Err(e) = bind_port(st, id, None, 0) {
+            return err(e);
+        }
+    }
+    let s = st.socks.get_mut(&id).expect("checked");
+    let local = s.local.expect("bound");
+    let ep = listen_ep(local);
+    let sets = sets_for(local);
+    // Enough sockets in Listen to take a burst of SYNs; refilled as they connect.
+    let per_set = (backlog.max(1) as usize).min(16);
+    let mut l = Listener {
+        backlog: backlog.max(1) as usize,
+        endpoint: ep,
+        sets,
+        listening: Vec::new(),
+        ready: Default::default(),
+    };
+    for set in [LINK, LO] {
+        if sets[set] {
+            for _ in 0..per_set {
+                l.listening
+                    .push((set, st.sets[set].add(listen_socket(s, ep))));
+            }
+        }
+    }
+    s.state = SockState::Listening(l);
+    ok(Reply::Ok)
+}
+
+fn accept(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> Answer {
+    let s = st.socks.get_mut(&id).expect("checked");
+    let SockState::Listening(l) = &mut s.state else {
+        return err(libc::EINVAL);
+    };
+    let Some((set, handle)) = l.ready.pop_front() else {
+        return err(libc::EAGAIN);
+    };
+    let domain = s.domain;
+    let opts = s.opts.clone();
+    let sock = st.sets[set].get::<tcp::Socket>(handle);
+    let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) else {
+        st.sets[set].remove(handle);
+        return err(libc::ECONNABORTED);
+    };
+    let peer = NetStack::as_seen(domain, SocketAddr::from(remote));
+    let local = NetStack::as_seen(domain, SocketAddr::from(local));
+    let nid = st.new_sock_id();
+    let (mine, theirs) = match ctx.pair(nid, libc::SOCK_STREAM) {
+        Ok(p) => p,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let token = match ctx.register_sock(st.id, nid, mine.as_raw_fd()) {
+        Ok(t) => t,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let mut ns = Sock::new(nid, mine, token, domain, true, libc::IPPROTO_TCP);
+    ns.opts = opts;
+    ns.local = Some(local);
+    ns.peer = Some(peer);
+    ns.state = SockState::Connected(Conn {
+        set,
+        handle,
+        app_eof: false,
+        eof_sent: false,
+        deadline: None,
+    });
+    st.socks.insert(nid, ns);
+    Some((Reply::Addr(peer), Some(theirs)))
+}
+
+/// How long a connection attempt lasts: Linux's SYN retry schedule for TCP_SYNCNT.
+fn syn_timeout(syncnt: u32) -> Duration {
+    Duration::from_secs((1u64 << (syncnt.min(10) + 1)) - 1)
+}
+
+fn connect(
+    st: &mut NetStack,
+    ctx: &mut Ctx,
+    conn: usize,
+    id: u64,
+    addr: SocketAddr,
+    wait: bool,
+) -> Answer {
+    let s = &st.socks[&id];
+    if !family_ok(s, &addr) {
+        return err(libc::EAFNOSUPPORT);
+    }
+    let mut dst = unmap(addr.ip());
+    if dst.is_unspecified() {
+        dst = if dst.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+    }
+    if !s.stream {
+        let peer = SocketAddr::new(dst, addr.port());
+        if s.local.is_none() {
+            if let Err(e) = bind_port(st, id, None, 0) {
+                return err(e);
+            }
+        }
+        let s = st.socks.get_mut(&id).expect("checked");
+        if let SockState::Udp(u) = &mut s.state {
+            u.peer = Some(peer);
+        }
+        s.peer = Some(NetStack::as_seen(s.domain, peer));
+        return ok(Reply::Ok);
+    }
+    match s.state {
+        SockState::Fresh => {}
+        SockState::Connecting(_) => return err(libc::EALREADY),
+        _ => return err(libc::EISCONN),
+    }
+    if addr.port() == 0 {
+        return err(libc::ECONNREFUSED);
+    }
+    let Some(set) = st.route(dst) else {
+        return err(libc::ENETUNREACH);
+    };
+    if s.local.is_none() {
+        if let Err(e) = bind_port(st, id, None, 0) {
+            return err(e);
+        }
+    }
+    let s = st.socks.get_mut(&id).expect("checked");
+    let local = s.local.expect("bound");
+    let lip = unmap(local.ip());
+    let local_ep = IpListenEndpoint {
+        addr: (!lip.is_unspecified()).then(|| IpAddress::from(lip)),
+        port: local.port(),
+    };
+    let mut t = new_socket(
+        s.opts.rcvbuf,
+        s.opts.sndbuf,
+        s.opts.nodelay,
+        s.opts.keepalive,
+    );
+    let cx = if set == LO {
+        st.lo_iface.context()
+    } else {
+        match st.iface.as_mut() {
+            Some(i) => i.context(),
+            None => return err(libc::ENETUNREACH),
+        }
+    };
+    if t.connect(
+        cx,
+        IpEndpoint::new(IpAddress::from(dst), addr.port()),
+        local_ep,
+    )
+    .is_err()
+    {
+        return err(libc::EADDRNOTAVAIL);
+    }
+    let handle = st.sets[set].add(t);
+    s.peer = Some(NetStack::as_seen(
+        s.domain,
+        SocketAddr::new(dst, addr.port()),
+    ));
+    s.state = SockState::Connecting(Conn {
+        set,
+        handle,
+        app_eof: false,
+        eof_sent: false,
+        deadline: Some(ctx.now + syn_timeout(s.opts.syncnt)),
+    });
+    s.so_error = 0;
+    if wait {
+        s.nonblocking_connect = false;
+        s.waiters.push((conn, true));
+        None
+    } else {
+        s.nonblocking_connect = true;
+        err(libc::EINPROGRESS)
+    }
+}
+
+fn name(st: &mut NetStack, id: u64, peer: bool) -> Answer {
+    let s = &st.socks[&id];
+    if peer {
+        return match (&s.state, s.peer) {
+            (SockState::Connected(_) | SockState::Done, Some(p)) => ok(Reply::Addr(p)),
+            (SockState::Udp(_), Some(p)) => ok(Reply::Addr(p)),
+            _ => err(libc::ENOTCONN),
+        };
+    }
+    let conn = match &s.state {
+        SockState::Connected(c) | SockState::Connecting(c) => Some(c),
+        _ => None,
+    };
+    if let Some(c) = conn {
+        if let Some(ep) = st.sets[c.set].get::<tcp::Socket>(c.handle).local_endpoint() {
+            return ok(Reply::Addr(NetStack::as_seen(
+                s.domain,
+                SocketAddr::from(ep),
+            )));
+        }
+    }
+    let any = SocketAddr::new(NetStack::unspecified(s.domain == libc::AF_INET6), 0);
+    ok(Reply::Addr(s.local.unwrap_or(any)))
+}
+
+fn with_tcp(st: &mut NetStack, id: u64, f: impl Fn(&mut tcp::Socket)) {
+    let s = &st.socks[&id];
+    if let SockState::Connected(c) | SockState::Connecting(c) = &s.state {
+        f(st.sets[c.set].get_mut::<tcp::Socket>(c.handle));
+    }
+}
+
+fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i32) -> Answer {
+    let s = st.socks.get_mut(&id).expect("checked");
+    let on = value != 0;
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = on,
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+            s.opts.keepalive = on;
+            let ka = on.then(|| Duration::from_secs(75));
+            with_tcp(st, id, |t| t.set_keep_alive(ka));
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
+            s.opts.rcvbuf = (value.max(2048) as usize).min(16 << 20)
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
+            s.opts.sndbuf = (value.max(2048) as usize).min(16 << 20)
+        }
+        (
+            libc::SOL_SOCKET,
+            libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ERROR,
+        ) => return err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_TCP, _) if !s.stream => return err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
+            s.opts.nodelay = on;
+            with_tcp(st, id, |t| t.set_nagle_enabled(!on));
+        }
+        (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
+            if !(1..=127).contains(&value) {
+                return err(libc::EINVAL);
+            }
+            s.opts.syncnt = value as u32;
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => {
+            if s.domain != libc::AF_INET6 {
+                return err(libc::ENOPROTOOPT);
+            }
+            if s.local.is_some() {
+                return err(libc::EINVAL);
+            }
+            s.opts.v6only = on;
+        }
+        (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => return err(libc::ENOPROTOOPT),
+        (l, n) => {
+            s.opts.other.insert((l, n), value);
+        }
+    }
+    ok(Reply::Ok)
+}
+
+fn getopt(st: &mut NetStack, conn: usize, id: u64, level: i32, name: i32) -> Answer {
+    let s = st.socks.get_mut(&id).expect("checked");
+    let v: i64 = match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_ERROR) => {
+            if matches!(s.state, SockState::Connecting(_)) && s.nonblocking_connect {
+                // Our pair is writable before the handshake ends, so poll() says POLLOUT early;
+                // SO_ERROR waits for the outcome so the caller still learns it.
+                s.waiters.push((conn, false));
+                return None;
+            }
+            std::mem::take(&mut s.so_error) as i64
+        }
+        (libc::SOL_SOCKET, libc::SO_TYPE) => {
+            (if s.stream {
+                libc::SOCK_STREAM
+            } else {
+                libc::SOCK_DGRAM
+            }) as i64
+        }
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => s.domain as i64,
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => s.protocol as i64,
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+            matches!(s.state, SockState::Listening(_)) as i64
+        }
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr as i64,
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => s.opts.keepalive as i64,
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => s.opts.rcvbuf as i64,
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => s.opts.sndbuf as i64,
+        (libc::IPPROTO_TCP, _) if !s.stream => return err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.opts.nodelay as i64,
+        (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => s.opts.syncnt as i64,
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => (st.mtu - 40) as i64,
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if s.domain == libc::AF_INET6 => {
+            s.opts.v6only as i64
+        }
+        (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => return err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_IP, libc::IP_TTL) => *s.opts.other.get(&(level, name)).unwrap_or(&64) as i64,
+        (l, n) => match s.opts.other.get(&(l, n)) {
+            Some(v) => *v as i64,
+            None => return err(libc::ENOPROTOOPT),
+        },
+    };
+    ok(Reply::Int(v))
+}
+
+/// Settles the control requests waiting on a connection attempt.
+fn settle(s: &mut Sock, result: i32, done: &mut Vec<Done>) {
+    let mut consumed = false;
+    for (conn, is_connect) in s.waiters.drain(..) {
+        let reply = if is_connect {
+            consumed = true;
+            if result == 0 {
+                Reply::Ok
+            } else {
+                Reply::Err(result)
+            }
+        } else {
+            consumed = true;
+            Reply::Int(result as i64)
+        };
+        done.push((conn, reply));
+    }
+    if !consumed {
+        s.so_error = result;
+    }
+}
+
+/// One pass over every socket of the stack: bytes both ways, handshakes, listeners, ends.
+/// Returns whether anything moved.
+pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool {
+    let mut moved = false;
+    let mut gone = Vec::new();
+    let now = ctx.now;
+    let routes = RouteView::of(st);
+    for s in st.socks.values_mut() {
+        let fd = s.fd.as_raw_fd();
+        match &mut s.state {
+            SockState::Connecting(c) => {
+                match c.pump(fd, &mut st.sets, now, true, &mut s.app_closed, &mut moved) {
+                    Outcome::Established => {
+                        let SockState::Connecting(c) =
+                            std::mem::replace(&mut s.state, SockState::Fresh)
+                        else {
+                            unreachable!()
+                        };
+                        s.state = SockState::Connected(c);
+                        settle(s, 0, done);
+                        moved = true;
+                    }
+                    Outcome::Failed(e) => {
+                        let SockState::Connecting(c) =
+                            std::mem::replace(&mut s.state, SockState::Fresh)
+                        else {
+                            unreachable!()
+                        };
+                        st.sets[c.set].remove(c.handle);
+                        s.peer = None;
+                        settle(s, e, done);
+                        moved = true;
+                    }
+                    _ if s.app_closed => {
+                        st.sets[c.set].get_mut::<tcp::Socket>(c.handle).abort();
+                        st.sets[c.set].remove(c.handle);
+                        gone.push(s.id);
+                    }
+                    _ => {}
+                }
+            }
+            SockState::Connected(c) => {
+                match c.pump(fd, &mut st.sets, now, false, &mut s.app_closed, &mut moved) {
+                    Outcome::Failed(e) => {
+                        st.sets[c.set].remove(c.handle);
+                        s.so_error = e;
+                        s.state = SockState::Done;
+                        moved = true;
+                    }
+                    Outcome::Finished => {
+                        st.sets[c.set].remove(c.handle);
+                        s.state = SockState::Done;
+                        moved = true;
+                    }
+                    _ => {}
+                }
+            }
+            SockState::Listening(l) => {
+                moved |= pump_listener(l, s.domain, s.opts.v6only, &s.fd, &s.opts, &mut st.sets);
+                if s.app_closed {
+                    for (set, h) in l.listening.drain(..).chain(l.ready.drain(..)) {
+                        st.sets[set].get_mut::<tcp::Socket>(h).abort();
+                        st.sets[set].remove(h);
+                    }
+                    gone.push(s.id);
+                }
+            }
+            SockState::Udp(_) => {
+                moved |= udp::pump(s, &mut st.sets, &|ip| routes.route(ip), &mut st.scratch);
+                if s.app_closed {
+                    if let SockState::Udp(u) = &s.state {
+                        for set in [LINK, LO] {
+                            if let Some(h) = u.handles[set] {
+                                st.sets[set].remove(h);
+                            }
+                        }
+                    }
+                    gone.push(s.id);
+                }
+            }
+            SockState::Fresh | SockState::Done => {
+                if s.app_closed {
+                    gone.push(s.id);
+                }
+            }
+        }
+    }
+    for id in gone {
+        if let Some(s) = st.socks.remove(&id) {
+            ctx.deregister(s.token, s.fd.as_raw_fd());
+            for (c, _) in s.waiters {
+                done.push((c, Reply::Err(libc::EBADF)));
+            }
+        }
+        st.release(id);
+        moved = true;
+    }
+    moved
+}
+
+/// What the UDP bridge needs to route, copied out so the sockets can be borrowed mutably.
+struct RouteView {
+    own: Vec<IpAddress>,
+    link: bool,
+}
+
+impl RouteView {
+    fn of(st: &NetStack) -> RouteView {
+        RouteView {
+            own: st.link_addrs().iter().map(|c| c.address()).collect(),
+            link: st.iface.is_some() && st.link_up,
+        }
+    }
+
+    fn route(&self, ip: IpAddr) -> Option<usize> {
+        if ip.is_loopback() || self.own.contains(&IpAddress::from(ip)) {
+            Some(LO)
+        } else if self.link {
+            Some(LINK)
+        } else {
+            None
+        }
+    }
+}
+
+fn pump_listener(
+    l: &mut Listener,
+    domain: i32,
+    v6only: bool,
+    fd: &OwnedFd,
+    opts: &super::sock::Opts,
+    sets: &mut [SocketSet<'static>; 2],
+) -> bool {
+    let mut moved = false;
+    let mut i = 0;
+    while i < l.listening.len() {
+        let (set, h) = l.listening[i];
+        let sock = sets[set].get_mut::<tcp::Socket>(h);
+        match sock.state() {
+            State::Listen | State::SynReceived => i += 1,
+            State::Closed => {
+                let _ = sock.listen(l.endpoint);
+                i += 1;
+            }
+            _ => {
+                let remote_v4 = sock
+                    .remote_endpoint()
+                    .is_some_and(|e| matches!(e.addr, IpAddress::Ipv4(_)));
+                let wrong = (domain == libc::AF_INET && !remote_v4) || (v6only && remote_v4);
+                l.listening.swap_remove(i);
+                let mut fresh = new_socket(opts.rcvbuf, opts.sndbuf, opts.nodelay, opts.keepalive);
+                let _ = fresh.listen(l.endpoint);
+                l.listening.push((set, sets[set].add(fresh)));
+                if wrong {
+                    sets[set].get_mut::<tcp::Socket>(h).abort();
+                    // Left for smoltcp to send the reset, then dropped with the set entry.
+                    sets[set].remove(h);
+                } else {
+                    l.ready.push_back((set, h));
+                    post_token(fd);
+                }
+                moved = true;
+            }
+        }
+    }
+    moved
+}
+
+/// The earliest connection-attempt deadline of the stack.
+pub fn next_deadline(st: &NetStack) -> Option<Instant> {
+    let mut at: Option<Instant> = st.dhcp_waiters.iter().map(|w| w.deadline).min();
+    for s in st.socks.values() {
+        if let SockState::Connecting(Conn {
+            deadline: Some(d), ..
+        }) = &s.state
+        {
+            at = Some(at.map_or(*d, |a| a.min(*d)));
+        }
+    }
+    at
+}
+
+/// Answers the `dhcp` commands waiting for a lease: the commands after them run once it
+/// came; past their deadline they fail.
+pub fn dhcp_check(st: &mut NetStack, now: Instant, done: &mut Vec<Done>) {
+    if st.dhcp_waiters.is_empty() {
+        return;
+    }
+    let leased = st
+        .link_addrs()
+        .iter()
+        .any(|c| matches!(c.address(), IpAddress::Ipv4(_)));
+    for w in std::mem::take(&mut st.dhcp_waiters) {
+        if leased {
+            let conn = w.conn;
+            if let Some(reply) = super::conf::resume(st, w, now) {
+                done.push((conn, reply));
+            }
+        } else if now >= w.deadline {
+            let message = "dhcp: no lease received".to_string();
+            done.push((
+                w.conn,
+                Reply::Cmd {
+                    status: 1,
+                    message,
+                    output: w.output,
+                },
+            ));
+        } else {
+            st.dhcp_waiters.push(w);
+        }
+    }
+}

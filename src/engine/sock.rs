@@ -1,0 +1,143 @@
+//! A socket as the engine sees it: the engine's end of the pair, what the application asked
+//! for (family, type, options, bound address) and the bridge state.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::wire::IpListenEndpoint;
+
+use crate::bridge::tcp::Conn;
+use crate::bridge::udp::Udp;
+
+/// Default buffer size of a TCP socket, each way.
+pub const TCP_BUF: usize = 256 * 1024;
+/// Default payload buffer size of a UDP socket, each way.
+pub const UDP_BUF: usize = 64 * 1024;
+
+/// Socket options the engine gives meaning to; others are remembered as set.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub reuseaddr: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
+    pub v6only: bool,
+    pub syncnt: u32,
+    /// Options we do not interpret, answered back as set.
+    pub other: HashMap<(i32, i32), i32>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            reuseaddr: false,
+            keepalive: false,
+            nodelay: false,
+            rcvbuf: TCP_BUF,
+            sndbuf: TCP_BUF,
+            v6only: false,
+            syncnt: 6,
+            other: HashMap::new(),
+        }
+    }
+}
+
+/// A listener: smoltcp sockets waiting in Listen, and connections ready to accept.
+#[derive(Debug)]
+pub struct Listener {
+    pub backlog: usize,
+    pub endpoint: IpListenEndpoint,
+    /// Which sets listen (the link set only for a non-local address, never for 127/8).
+    pub sets: [bool; 2],
+    pub listening: Vec<(usize, SocketHandle)>,
+    pub ready: VecDeque<(usize, SocketHandle)>,
+}
+
+/// Where a socket is in its life.
+#[derive(Debug)]
+pub enum SockState {
+    /// TCP, neither connected nor listening.
+    Fresh,
+    /// TCP, handshake under way.
+    Connecting(Conn),
+    /// TCP, connected.
+    Connected(Conn),
+    /// TCP, listening.
+    Listening(Listener),
+    /// TCP, the connection is over; the pair may still hold data for the application.
+    Done,
+    /// UDP.
+    Udp(Udp),
+}
+
+/// One socket of a stack.
+#[derive(Debug)]
+pub struct Sock {
+    pub id: u64,
+    /// The engine's end of the pair.
+    pub fd: OwnedFd,
+    /// The mio token of `fd`.
+    pub token: usize,
+    pub domain: i32,
+    pub stream: bool,
+    pub protocol: i32,
+    pub opts: Opts,
+    /// The bound local address (port 0 never stays: bind picks one).
+    pub local: Option<SocketAddr>,
+    /// The connected peer.
+    pub peer: Option<SocketAddr>,
+    /// Pending error for SO_ERROR.
+    pub so_error: i32,
+    /// The application closed its last fd.
+    pub app_closed: bool,
+    /// The last connect() was nonblocking (SO_ERROR then waits for the outcome).
+    pub nonblocking_connect: bool,
+    /// Deferred control requests waiting for the connection's outcome: (connection, is_connect).
+    pub waiters: Vec<(usize, bool)>,
+    /// shutdown(SHUT_RD) was called: discard what arrives.
+    pub shut_rd: bool,
+    /// Where the socket is in its life.
+    pub state: SockState,
+}
+
+impl Sock {
+    /// A fresh socket.
+    pub fn new(
+        id: u64,
+        fd: OwnedFd,
+        token: usize,
+        domain: i32,
+        stream: bool,
+        protocol: i32,
+    ) -> Sock {
+        let mut opts = Opts::default();
+        if !stream {
+            opts.rcvbuf = UDP_BUF;
+            opts.sndbuf = UDP_BUF;
+        }
+        Sock {
+            id,
+            fd,
+            token,
+            domain,
+            stream,
+            protocol,
+            opts,
+            local: None,
+            peer: None,
+            so_error: 0,
+            app_closed: false,
+            nonblocking_connect: false,
+            waiters: Vec::new(),
+            shut_rd: false,
+            state: if stream {
+                SockState::Fresh
+            } else {
+                SockState::Udp(Udp::default())
+            },
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! One stack: a smoltcp interface on its link, a loopback interface, their sockets, the
+//! ports in use, and the configuration (addresses, routes, nameservers, DHCP).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::dhcpv4;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
+
+use super::device::{LinkDevice, Loopback};
+use super::sock::Sock;
+use crate::bridge::{LINK, LO};
+use crate::link::{self, Link, Medium};
+
+/// A port in use and who holds it.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// None: every address.
+    pub ip: Option<IpAddr>,
+    pub sock: u64,
+    pub v6only: bool,
+    pub v6: bool,
+    pub reuse: bool,
+}
+
+/// A command string stopped at `dhcp` until a lease comes.
+#[derive(Debug)]
+pub struct DhcpWait {
+    /// The control connection that gets the reply.
+    pub conn: usize,
+    /// When it fails.
+    pub deadline: Instant,
+    /// The commands after `dhcp`.
+    pub rest: String,
+    /// What earlier commands printed.
+    pub output: String,
+}
+
+/// One stack.
+pub struct NetStack {
+    pub id: u32,
+    pub ifname: String,
+    pub link: Option<Box<dyn Link>>,
+    pub link_up: bool,
+    pub mtu: usize,
+    pub iface: Option<Interface>,
+    pub lo_iface: Interface,
+    pub lo: Loopback,
+    pub sets: [SocketSet<'static>; 2],
+    pub socks: HashMap<u64, Sock>,
+    /// (is_tcp, port) → bindings.
+    pub ports: HashMap<(bool, u16), Vec<Binding>>,
+    /// Routes as configured (smoltcp holds the gateway ones).
+    pub routes: Vec<crate::config::Route>,
+    pub nameservers: Vec<IpAddr>,
+    pub dhcp: Option<SocketHandle>,
+    /// Control connections waiting for a DHCP lease, with their deadline.
+    pub dhcp_waiters: Vec<DhcpWait>,
+    pub frame: Vec<u8>,
+    /// Frames the link could not take yet.
+    pub held: std::collections::VecDeque<Vec<u8>>,
+    /// Room for one datagram read from an application.
+    pub scratch: Vec<u8>,
+    /// When the stack next needs a poll, if ever.
+    pub next_poll: Option<Instant>,
+    rng: u64,
+    next_sock: u32,
+}
+
+/// The stack a socket id belongs to: ids are `stack << 32 | n`.
+pub fn stack_of_sock(sock: u64) -> u32 {
+    (sock >> 32) as u32
+}
+
+fn mac_for(id: u32, seed: u64) -> [u8; 6] {
+    let r = seed.to_le_bytes();
+    // Locally administered, unicast.
+    [
+        0x02,
+        r[0],
+        r[1],
+        (id >> 16) as u8,
+        (id >> 8) as u8,
+        id as u8,
+    ]
+}
+
+impl NetStack {
+    /// Creates a stack on the link `vnl` names; `wake` is how an in-process link wakes it.
+    pub fn new(
+        id: u32,
+        vnl: &str,
+        ifname: &str,
+        wake: link::Wake,
+        seed: u64,
+    ) -> io::Result<NetStack> {
+        let now = Instant::now();
+        let mut lo = Loopback::default();
+        let mut lo_iface = Interface::new(Config::new(HardwareAddress::Ip), &mut lo, now);
+        lo_iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(Ipv6Addr::LOCALHOST), 128));
+        });
+        let mut link = link::open(vnl, wake)?;
+        let mut frame = Vec::new();
+        let mut held = Default::default();
+        let mtu = 1500;
+        let iface = link.as_deref_mut().map(|l| {
+            let hw = match l.medium() {
+                Medium::Ethernet => HardwareAddress::Ethernet(EthernetAddress(mac_for(id, seed))),
+                Medium::Ip => HardwareAddress::Ip,
+            };
+            let mut cfg = Config::new(hw);
+            cfg.random_seed = seed ^ id as u64;
+            Interface::new(
+                cfg,
+                &mut LinkDevice::new(l, &mut frame, &mut held, mtu),
+                now,
+            )
+        });
+        Ok(NetStack {
+            id,
+            ifname: ifname.to_string(),
+            link,
+            link_up: false,
+            mtu,
+            iface,
+            lo_iface,
+            lo,
+            sets: [SocketSet::new(vec![]), SocketSet::new(vec![])],
+            socks: HashMap::new(),
+            ports: HashMap::new(),
+            routes: Vec::new(),
+            nameservers: Vec::new(),
+            dhcp: None,
+            dhcp_waiters: Vec::new(),
+            frame,
+            held,
+            scratch: vec![0; 65536 + crate::bridge::udp::HEADER],
+            next_poll: None,
+            rng: seed | 1,
+            next_sock: 0,
+        })
+    }
+
+    /// A new socket id, never used before in this stack.
+    pub fn new_sock_id(&mut self) -> u64 {
+        self.next_sock = self.next_sock.wrapping_add(1);
+        (self.id as u64) << 32 | self.next_sock as u64
+    }
+
+    /// A pseudo-random number (xorshift) for ephemeral ports.
+    pub fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// The stack's own addresses on its link.
+    pub fn link_addrs(&self) -> Vec<IpCidr> {
+        self.iface
+            .as_ref()
+            .map(|i| i.ip_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Whether `ip` is one of this stack's addresses (loopback included).
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = crate::sys::unmap(ip);
+        ip.is_loopback()
+            || self
+                .iface
+                .as_ref()
+                .is_some_and(|i| i.has_ip_addr(IpAddress::from(ip)))
+    }
+
+    /// The socket set that traffic to `dst` goes through, or None when unreachable.
+    pub fn route(&self, dst: IpAddr) -> Option<usize> {
+        let dst = crate::sys::unmap(dst);
+        if self.is_local(dst) {
+            Some(LO)
+        } else if self.iface.is_some() && self.link_up {
+            Some(LINK)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps the loopback interface's copy of the link addresses in step.
+    pub fn sync_lo_addrs(&mut self) {
+        let own = self.link_addrs();
+        self.lo_iface.update_ip_addrs(|a| {
+            a.clear();
+            let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(Ipv6Addr::LOCALHOST), 128));
+            for c in own {
+                let host = match c.address() {
+                    IpAddress::Ipv4(v4) => IpCidr::Ipv4(Ipv4Cidr::new(v4, 32)),
+                    IpAddress::Ipv6(v6) => IpCidr::Ipv6(Ipv6Cidr::new(v6, 128)),
+                };
+                let _ = a.push(host);
+            }
+        });
+    }
+
+    /// Runs the interfaces once: link frames in and out, loopback packets until it is quiet.
+    /// Returns whether any socket may have changed.
+    pub fn poll_ifaces(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        if let (Some(iface), Some(link)) = (self.iface.as_mut(), self.link.as_deref_mut()) {
+            if self.link_up {
+                let mut dev = LinkDevice::new(link, &mut self.frame, &mut self.held, self.mtu);
+                changed |= iface.poll(now, &mut dev, &mut self.sets[LINK])
+                    == smoltcp::iface::PollResult::SocketStateChanged;
+            } else {
+                // A down link drops what arrives, as a down NIC does.
+                if self.frame.len() < link.mtu() + 64 {
+                    self.frame.resize(link.mtu() + 64, 0);
+                }
+                for _ in 0..1024 {
+                    if link.recv(&mut self.frame).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        for _ in 0..64 {
+            let r = self.lo_iface.poll(now, &mut self.lo, &mut self.sets[LO]);
+            changed |= r == smoltcp::iface::PollResult::SocketStateChanged;
+            if !self.lo.pending() {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// When the interfaces next want a poll.
+    pub fn ifaces_poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let mut at = self.lo_iface.poll_at(now, &self.sets[LO]);
+        if self.lo.pending() {
+            at = Some(now);
+        }
+        if let Some(iface) = self.iface.as_mut() {
+            if self.link_up {
+                let l = iface.poll_at(now, &self.sets[LINK]);
+                at = match (at, l) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        at
+    }
+
+    /// Applies DHCP events; returns whether the lease changed.
+    pub fn poll_dhcp(&mut self) -> Option<bool> {
+        let h = self.dhcp?;
+        let ev = self.sets[LINK].get_mut::<dhcpv4::Socket>(h).poll();
+        match ev {
+            None => None,
+            Some(dhcpv4::Event::Configured(cfg)) => {
+                let addr = cfg.address;
+                let router = cfg.router;
+                let dns: Vec<IpAddr> = cfg.dns_servers.iter().map(|a| IpAddr::V4(*a)).collect();
+                if let Some(iface) = self.iface.as_mut() {
+                    iface.update_ip_addrs(|a| {
+                        a.retain(|c| !matches!(c, IpCidr::Ipv4(_)));
+                        let _ = a.push(IpCidr::Ipv4(addr));
+                    });
+                    if let Some(r) = router {
+                        let _ = iface.routes_mut().add_default_ipv4_route(r);
+                        self.routes
+                            .retain(|r| !(r.dest.is_none() && r.via.is_some_and(|v| v.is_ipv4())));
+                        self.routes.push(crate::config::Route {
+                            dest: None,
+                            via: Some(IpAddr::V4(r)),
+                            dev: Some(self.ifname.clone()),
+                            v6: false,
+                        });
+                    }
+                }
+                if !dns.is_empty() {
+                    self.nameservers = dns;
+                }
+                self.sync_lo_addrs();
+                Some(true)
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                if let Some(iface) = self.iface.as_mut() {
+                    iface.update_ip_addrs(|a| a.retain(|c| !matches!(c, IpCidr::Ipv4(_))));
+                    iface.routes_mut().remove_default_ipv4_route();
+                }
+                self.sync_lo_addrs();
+                Some(false)
+            }
+        }
+    }
+
+    /// Picks a free ephemeral port for `tcp`.
+    pub fn ephemeral_port(&mut self, tcp: bool) -> Option<u16> {
+        for _ in 0..64 {
+            let p = 32768 + (self.random() % 28232) as u16;
+            if !self.ports.contains_key(&(tcp, p)) {
+                return Some(p);
+            }
+        }
+        (32768..=60999).find(|p| !self.ports.contains_key(&(tcp, *p)))
+    }
+
+    /// Reserves `port` for socket `b.sock`, or fails with EADDRINUSE.
+    pub fn reserve(&mut self, tcp: bool, port: u16, b: Binding) -> Result<(), i32> {
+        let list = self.ports.entry((tcp, port)).or_default();
+        for o in list.iter() {
+            let overlap = match (o.ip, b.ip) {
+                (None, None) => !(o.v6 != b.v6 && (o.v6only || b.v6only)),
+                (None, Some(ip)) | (Some(ip), None) => {
+                    let any_v6 = if o.ip.is_none() { o.v6 } else { b.v6 };
+                    let only = if o.ip.is_none() { o.v6only } else { b.v6only };
+                    ip.is_ipv6() == any_v6 || (any_v6 && !only)
+                }
+                (Some(a), Some(c)) => crate::sys::unmap(a) == crate::sys::unmap(c),
+            };
+            if overlap && !(o.reuse && b.reuse && !tcp) {
+                return Err(libc::EADDRINUSE);
+            }
+        }
+        list.push(b);
+        Ok(())
+    }
+
+    /// Releases every port socket `sock` holds.
+    pub fn release(&mut self, sock: u64) {
+        self.ports.retain(|_, list| {
+            list.retain(|b| b.sock != sock);
+            !list.is_empty()
+        });
+    }
+
+    /// The IPv4 and IPv6 unspecified addresses.
+    pub fn unspecified(v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    }
+
+    /// A socket address as a socket of `domain` reports it.
+    pub fn as_seen(domain: i32, a: SocketAddr) -> SocketAddr {
+        if domain == libc::AF_INET6 {
+            crate::bridge::udp::map_v6(a)
+        } else {
+            a
+        }
+    }
+}
