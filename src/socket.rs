@@ -1,0 +1,165 @@
+//! Socket calls on a stack fd, the client side: what bind/listen/accept/connect/... do when
+//! the fd is one end of a stack's socketpair. The Rust types in [`crate::net`] and the C
+//! library both call these; each finds the engine from the fd itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::bridge::udp;
+use crate::control::proto::{Reply, Request};
+use crate::control::Ctl;
+use crate::sys;
+
+/// The engine and socket id behind `fd`, or ENOTSOCK if it is not a stack fd.
+pub fn lookup(fd: RawFd) -> io::Result<(Ctl, u64)> {
+    Ctl::of_fd(fd).ok_or_else(|| sys::errno_err(libc::ENOTSOCK))
+}
+
+/// Whether `fd` is one of a stack's sockets.
+pub fn is_stack_fd(fd: RawFd) -> bool {
+    Ctl::of_fd(fd).is_some()
+}
+
+fn call(fd: RawFd, f: impl FnOnce(u64) -> Request) -> io::Result<Reply> {
+    let (ctl, id) = lookup(fd)?;
+    ctl.call(&f(id))
+}
+
+fn addr_reply(r: Reply) -> io::Result<SocketAddr> {
+    match r {
+        Reply::Addr(a) => Ok(a),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected reply",
+        )),
+    }
+}
+
+/// bind(2).
+pub fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    call(fd, |sock| Request::Bind { sock, addr }).map(drop)
+}
+
+/// listen(2).
+pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    call(fd, |sock| Request::Listen { sock, backlog }).map(drop)
+}
+
+/// accept4(2): waits (or not, as the fd's O_NONBLOCK says) for a connection, and returns
+/// its fd and the peer's address. `flags` takes SOCK_NONBLOCK and SOCK_CLOEXEC.
+pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
+    let (ctl, sock) = lookup(fd)?;
+    // The listener's pair carries one byte per connection ready: reading it is the wait.
+    let mut token = [0u8; 1];
+    if sys::read(fd, &mut token)? == 0 {
+        return Err(sys::errno_err(libc::EINVAL));
+    }
+    let (reply, conn) = ctl.call_for_fd(&Request::Accept { sock })?;
+    let peer = addr_reply(reply)?;
+    apply_flags(&conn, flags)?;
+    Ok((conn, peer))
+}
+
+/// Applies SOCK_NONBLOCK / SOCK_CLOEXEC to an fd the engine passed (it arrives close-on-exec
+/// and blocking).
+pub fn apply_flags(fd: &OwnedFd, flags: i32) -> io::Result<()> {
+    if flags & libc::SOCK_NONBLOCK != 0 {
+        sys::set_nonblocking(fd.as_raw_fd(), true)?;
+    }
+    if flags & libc::SOCK_CLOEXEC == 0 {
+        // SAFETY: fcntl on an fd we own, integer arguments.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// connect(2): blocks until the connection is up or failed, unless the fd is nonblocking,
+/// in which case it answers EINPROGRESS (the outcome then comes through SO_ERROR).
+pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let wait = !sys::is_nonblocking(fd);
+    call(fd, |sock| Request::Connect { sock, addr, wait }).map(drop)
+}
+
+/// getsockname(2).
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    addr_reply(call(fd, |sock| Request::Name { sock, peer: false })?)
+}
+
+/// getpeername(2).
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    addr_reply(call(fd, |sock| Request::Name { sock, peer: true })?)
+}
+
+/// shutdown(2). The write side is shut on the pair itself, so the engine sees EOF after
+/// every byte written before it, and sends FIN then.
+pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
+    if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
+        return Err(sys::errno_err(libc::EINVAL));
+    }
+    call(fd, |sock| Request::Shutdown { sock, how })?;
+    sys::shutdown(fd, how)
+}
+
+/// setsockopt(2) with an integer value.
+pub fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    call(fd, |sock| Request::SetOpt {
+        sock,
+        level,
+        name,
+        value,
+    })
+    .map(drop)
+}
+
+/// getsockopt(2) of an integer option.
+pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    match call(fd, |sock| Request::GetOpt { sock, level, name })? {
+        Reply::Int(v) => Ok(v as i32),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected reply",
+        )),
+    }
+}
+
+/// Sends one datagram; `to` None sends to the connected peer. Blocks as the fd says, or not
+/// when `flags` has MSG_DONTWAIT.
+pub fn send_to(fd: RawFd, buf: &[u8], to: Option<SocketAddr>, flags: i32) -> io::Result<usize> {
+    let hdr = match to {
+        Some(a) => Some(udp::header(&a)),
+        // A payload that looks like a header gets one meaning "the connected peer".
+        None if buf.starts_with(&udp::MAGIC) => Some(udp::header(&SocketAddr::new(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            0,
+        ))),
+        None => None,
+    };
+    let parts: Vec<&[u8]> = match &hdr {
+        Some(h) => vec![h.as_slice(), buf],
+        None => vec![buf],
+    };
+    let n = sys::send_vec(fd, &parts, flags)?;
+    Ok(n.saturating_sub(if hdr.is_some() { udp::HEADER } else { 0 }))
+}
+
+/// Receives one datagram into `buf`; returns its length (truncated to `buf`, as MSG_TRUNC
+/// is not asked) and where it came from, if the datagram says (unconnected sockets).
+pub fn recv_from(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<(usize, Option<SocketAddr>)> {
+    let mut hdr = [0u8; udp::HEADER];
+    let n = sys::recv_vec(fd, &mut [&mut hdr[..], buf], flags)?;
+    if n >= udp::HEADER && hdr[..4] == udp::MAGIC {
+        return Ok((n - udp::HEADER, udp::parse_header(&hdr)));
+    }
+    // No header: bare payload, split across `hdr` and `buf`; put it together in `buf`.
+    let head = n.min(udp::HEADER);
+    let len = n.min(buf.len());
+    if len > head {
+        buf.copy_within(0..len - head, head);
+    }
+    let h = head.min(len);
+    buf[..h].copy_from_slice(&hdr[..h]);
+    Ok((len, None))
+}

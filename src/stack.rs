@@ -1,0 +1,141 @@
+//! [`Stack`]: a private TCP/IP stack, the crate's entry point.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::config::CmdError;
+use crate::control::proto::{Reply, Request};
+use crate::control::Ctl;
+use crate::socket;
+
+/// A private TCP/IP stack attached to a network.
+///
+/// The stack runs in this process's engine thread; the handle is only a name for it, so it
+/// stays valid in a child after `fork()`. Dropping the handle ends the stack and all its
+/// sockets (their fds read EOF).
+#[derive(Debug)]
+pub struct Stack {
+    ctl: Ctl,
+    id: u32,
+    owned: bool,
+}
+
+impl Stack {
+    /// Creates a stack on the network `vnl` names, with its interface called `ifname`
+    /// (`vde0` when None):
+    /// - any vdeplug4 locator (`vde:///tmp/sw`, `switch:///tmp/sw`, `slirp://`, ...),
+    /// - `tap://NAME`, `tun://NAME`,
+    /// - `mem://NAME`, an in-process segment shared by the stacks that name it,
+    /// - `""`: loopback only.
+    pub fn new(vnl: &str, ifname: Option<&str>) -> io::Result<Stack> {
+        let ctl = crate::engine::local()?;
+        let req = Request::AddStack {
+            vnl: vnl.to_string(),
+            ifname: ifname.unwrap_or("vde0").to_string(),
+        };
+        match ctl
+            .call(&req)
+            .map_err(|e| io::Error::new(e.kind(), format!("{vnl:?}: {e}")))?
+        {
+            Reply::Stack(id) => Ok(Stack {
+                ctl,
+                id,
+                owned: true,
+            }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected reply",
+            )),
+        }
+    }
+
+    /// A handle on a stack that another part of the program (or another process, through
+    /// the environment) created. It does not end the stack when dropped.
+    pub fn attach(ctl: Ctl, id: u32) -> Stack {
+        Stack {
+            ctl,
+            id,
+            owned: false,
+        }
+    }
+
+    /// The engine that runs the stack.
+    pub fn ctl(&self) -> &Ctl {
+        &self.ctl
+    }
+
+    /// The stack's id within its engine.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Runs configuration commands, as `vde_stackcmd` does: the `ip` command strings
+    /// people pass to libvdestack (`/bin/ip addr add 10.0.0.1/24 dev vde0; ...`), separated
+    /// by `;` or newlines. Output of `show` commands goes to stdout. The error carries the
+    /// shell status and the message of the first command that failed.
+    pub fn cmd(&self, cmds: &str) -> Result<(), CmdError> {
+        let out = self.cmd_output(cmds)?;
+        if !out.is_empty() {
+            print!("{out}");
+        }
+        Ok(())
+    }
+
+    /// Like [`Stack::cmd`], but returns what `show` commands print.
+    pub fn cmd_output(&self, cmds: &str) -> Result<String, CmdError> {
+        match self.ctl.call(&Request::Cmd {
+            stack: self.id,
+            cmds: cmds.to_string(),
+        }) {
+            Ok(Reply::Cmd {
+                status: 0, output, ..
+            }) => Ok(output),
+            Ok(Reply::Cmd {
+                status, message, ..
+            }) => Err(CmdError { status, message }),
+            Ok(_) => Err(CmdError {
+                status: 1,
+                message: "unexpected reply from the engine".into(),
+            }),
+            Err(e) => Err(CmdError {
+                status: 1,
+                message: format!("vdestack: {e}"),
+            }),
+        }
+    }
+
+    /// Creates a socket in the stack: AF_INET or AF_INET6, SOCK_STREAM or SOCK_DGRAM (with
+    /// SOCK_NONBLOCK / SOCK_CLOEXEC honoured). The fd is one end of a socketpair: read,
+    /// write, poll and epoll work on it unchanged.
+    pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd> {
+        let (_, fd) = self.ctl.call_for_fd(&Request::Socket {
+            stack: self.id,
+            domain,
+            ty,
+            protocol,
+        })?;
+        socket::apply_flags(&fd, ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC))?;
+        debug_assert!(fd.as_raw_fd() >= 0);
+        Ok(fd)
+    }
+
+    /// The stack's nameservers (from `nameserver`, or DHCP).
+    pub fn nameservers(&self) -> io::Result<Vec<IpAddr>> {
+        match self.ctl.call(&Request::Nameservers { stack: self.id })? {
+            Reply::Addrs(v) => Ok(v),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected reply",
+            )),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = self.ctl.call(&Request::DelStack { stack: self.id });
+        }
+    }
+}
