@@ -128,8 +128,12 @@ pub enum Command {
     RouteDel(Route),
     /// `ip route show`.
     RouteShow { family: Family },
-    /// `dhcp [DEV]`: DHCPv4 for address, gateway and nameservers.
-    Dhcp { dev: Option<String> },
+    /// `dhcp [-t SECONDS] [DEV]`: DHCPv4 for address, gateway and nameservers, waiting at
+    /// most `timeout` seconds (10 by default) for a lease.
+    Dhcp {
+        dev: Option<String>,
+        timeout: Option<u32>,
+    },
     /// `nameserver ADDR...` (also `dns`): the stack's resolvers.
     Nameservers(Vec<IpAddr>),
 }

@@ -358,18 +358,19 @@ fn route(args: &[&str], family: Family) -> Result<Command> {
 }
 
 fn dhcp(args: &[&str]) -> Result<Command> {
-    let devs: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    match devs.as_slice() {
-        [] => Ok(Command::Dhcp { dev: None }),
-        [d] => Ok(Command::Dhcp {
-            dev: Some(d.to_string()),
-        }),
-        _ => Err(usage("usage: dhcp [DEV]")),
+    let bad = || usage("usage: dhcp [-t SECONDS] [DEV]");
+    let (mut dev, mut timeout) = (None, None);
+    let mut it = args.iter().copied();
+    while let Some(w) = it.next() {
+        match w {
+            "-t" | "--timeout" => {
+                timeout = Some(it.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?)
+            }
+            _ if w.starts_with('-') || dev.is_some() => return Err(bad()),
+            _ => dev = Some(w.to_string()),
+        }
     }
+    Ok(Command::Dhcp { dev, timeout })
 }
 
 fn nameservers(args: &[&str]) -> Result<Command> {
@@ -561,13 +562,22 @@ mod tests {
 
     #[test]
     fn dhcp_and_nameservers() {
-        assert_eq!(ok("dhcp"), Command::Dhcp { dev: None });
         assert_eq!(
-            ok("dhcp vde0"),
+            ok("dhcp"),
             Command::Dhcp {
-                dev: Some("vde0".into())
+                dev: None,
+                timeout: None
             }
         );
+        assert_eq!(
+            ok("dhcp -t 3 vde0"),
+            Command::Dhcp {
+                dev: Some("vde0".into()),
+                timeout: Some(3)
+            }
+        );
+        assert_eq!(status("dhcp -x"), 255);
+        assert_eq!(status("dhcp -t soon"), 255);
         assert_eq!(
             ok("nameserver 10.0.0.254 fc00::53"),
             Command::Nameservers(vec![

@@ -15,8 +15,8 @@ use crate::config::{self, CmdError, Command, Family, LinkChange, Route};
 use crate::control::proto::Reply;
 use crate::link::Medium;
 
-/// How long `dhcp` waits for a lease before it fails.
-const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `dhcp` waits for a lease before it fails, unless told.
+const DHCP_TIMEOUT: u32 = 10;
 
 /// Runs the command string `cmds` for control connection `conn`. None: a `dhcp` command is
 /// waiting for its lease, and the reply (after the commands that follow it) comes later.
@@ -45,12 +45,12 @@ fn run_with(
     for (i, c) in list.iter().enumerate() {
         let r = config::parse(c).and_then(|cmd| apply(st, cmd, &mut output));
         match r {
-            Ok(false) => {}
-            Ok(true) => {
+            Ok(None) => {}
+            Ok(Some(secs)) => {
                 let rest = list[i + 1..].join("\n");
                 st.dhcp_waiters.push(DhcpWait {
                     conn,
-                    deadline: now + DHCP_TIMEOUT,
+                    deadline: now + Duration::from_secs(secs as u64),
                     rest,
                     output,
                 });
@@ -72,8 +72,8 @@ fn run_with(
     })
 }
 
-/// Applies one command; Ok(true) when it waits for a DHCP lease.
-fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<bool, CmdError> {
+/// Applies one command; Ok(Some(seconds)) when it waits that long at most for a DHCP lease.
+fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<Option<u32>, CmdError> {
     match cmd {
         Command::Nop => {}
         Command::LinkSet { dev, change } => link_set(st, &dev, change)?,
@@ -92,10 +92,13 @@ fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<bool, CmdE
         Command::RouteAdd { route, replace } => route_add(st, route, replace)?,
         Command::RouteDel(route) => route_del(st, &route)?,
         Command::RouteShow { family } => route_show(st, family, out),
-        Command::Dhcp { dev } => return dhcp(st, dev.as_deref()),
+        Command::Dhcp { dev, timeout } => {
+            let waiting = dhcp(st, dev.as_deref())?;
+            return Ok(waiting.then_some(timeout.unwrap_or(DHCP_TIMEOUT)));
+        }
         Command::Nameservers(v) => st.nameservers = v,
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// The link device named `dev`, or ip's "Cannot find device".
