@@ -35,4 +35,6 @@ mod stack;
 pub mod sys;
 
 pub use config::CmdError;
+#[doc(hidden)]
+pub use engine::on_engine_thread;
 pub use stack::Stack;

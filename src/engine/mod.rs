@@ -98,6 +98,16 @@ struct Engine {
 
 static LOCAL: OnceLock<Ctl> = OnceLock::new();
 
+thread_local! {
+    static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is an engine thread. The C library passes socket calls made
+/// there (by libvdeplug, say) straight to libc.
+pub fn on_engine_thread() -> bool {
+    ON_ENGINE.with(|c| c.get())
+}
+
 /// The control handle of this process's engine, started on first use.
 pub fn local() -> io::Result<Ctl> {
     let mut failure = None;
@@ -129,6 +139,7 @@ fn start() -> io::Result<Ctl> {
         .name("vdestack-engine".into())
         .spawn(move || match Engine::new(listener, name, seed) {
             Ok(engine) => {
+                ON_ENGINE.with(|c| c.set(true));
                 let _ = tx.send(Ok(()));
                 engine.run()
             }

@@ -1,0 +1,617 @@
+//! The socket calls, exported under libc's names. A call on a stack fd goes to the engine;
+//! any other fd goes to libc at once, errno included. Calls from the engine thread itself
+//! (libvdeplug's own sockets) always go to libc.
+//!
+//! TCP data needs nothing: the pair is a stream socket, so send/recv and their flags work
+//! on it as they are; only addresses are ours to answer. UDP datagrams on an unconnected
+//! socket carry the peer address in a small header (see `vdestack::bridge::udp`).
+
+use std::ffi::c_void;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use libc::{c_int, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use vdestack::{socket as vs, Stack};
+
+use crate::real::real;
+use crate::{guard, int_call, set_errno};
+
+/// The default stack (`vde_default_stack`), leaked so that readers never race a free: a
+/// handle is a name and an id, and it is set a handful of times in a process's life.
+static DEFAULT: AtomicPtr<Stack> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets or clears the stack `socket()` uses.
+pub fn set_default(s: Option<Stack>) {
+    let p = s.map_or(ptr::null_mut(), |s| Box::into_raw(Box::new(s)));
+    DEFAULT.store(p, Ordering::Release);
+}
+
+/// Clears the default stack if it is stack `id` (which is being deleted).
+pub fn forget_default(id: u32) {
+    if default_stack().is_some_and(|s| s.id() == id) {
+        set_default(None);
+    }
+}
+
+/// The default stack, if any.
+pub fn default_stack() -> Option<&'static Stack> {
+    let p = DEFAULT.load(Ordering::Acquire);
+    // SAFETY: non-null values are leaked boxes, never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Whether `fd` is a stack socket that this call should handle.
+fn ours(fd: c_int) -> bool {
+    fd >= 0 && !vdestack::on_engine_thread() && vs::is_stack_fd(fd)
+}
+
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+/// Reads a socket address from C, with the kernel's errors for bad ones.
+///
+/// # Safety
+/// `addr` is NULL or points at `len` readable bytes.
+unsafe fn read_addr(addr: *const sockaddr, len: socklen_t) -> io::Result<SocketAddr> {
+    if addr.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    let len = len as usize;
+    if len < size_of::<libc::sa_family_t>() {
+        return Err(einval());
+    }
+    // Copy what there is into room for the largest address, so short IPv6 addresses (the
+    // 24-byte RFC 2133 form Linux accepts) read as zero scope.
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = len.min(size_of::<libc::sockaddr_storage>());
+    // SAFETY: addr has len >= n readable bytes; ss has room for n.
+    unsafe { ptr::copy_nonoverlapping(addr as *const u8, &mut ss as *mut _ as *mut u8, n) };
+    let min = match ss.ss_family as c_int {
+        libc::AF_INET => size_of::<libc::sockaddr_in>(),
+        libc::AF_INET6 => 24,
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    };
+    if len < min {
+        return Err(einval());
+    }
+    // SAFETY: ss is a full sockaddr_storage.
+    unsafe {
+        vdestack::sys::sockaddr_to_std(
+            &ss as *const _ as *const sockaddr,
+            size_of::<libc::sockaddr_storage>(),
+        )
+    }
+    .ok_or_else(einval)
+}
+
+/// Writes a socket address out as the kernel does: truncated to `*len`, with `*len` set to
+/// the full length. Both NULL is allowed (accept with no address wanted).
+///
+/// # Safety
+/// `addr` is NULL or points at `*len` writable bytes; `len` is NULL or valid.
+unsafe fn write_addr(a: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) -> io::Result<()> {
+    if addr.is_null() && len.is_null() {
+        return Ok(());
+    }
+    if addr.is_null() || len.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    let (ss, n) = vdestack::sys::std_to_sockaddr(&a);
+    // SAFETY: len is valid, addr has *len writable bytes.
+    unsafe {
+        let room = (*len as usize).min(n as usize);
+        ptr::copy_nonoverlapping(&ss as *const _ as *const u8, addr as *mut u8, room);
+        *len = n;
+    }
+    Ok(())
+}
+
+/// The type of the pair behind an fd (SOCK_STREAM for TCP, SOCK_DGRAM for UDP).
+fn pair_type(fd: c_int) -> c_int {
+    let mut ty: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: ty and len are valid for the call.
+    let r = unsafe {
+        (real().getsockopt)(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            &mut ty as *mut _ as *mut c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        ty
+    } else {
+        -1
+    }
+}
+
+fn size_call(f: impl FnOnce() -> io::Result<usize>) -> ssize_t {
+    guard(-1, || match f() {
+        Ok(n) => n as ssize_t,
+        Err(e) => {
+            set_errno(crate::errno_of(&e));
+            -1
+        }
+    })
+}
+
+/// socket(2): AF_INET/AF_INET6 sockets go to the default stack when there is one.
+///
+/// # Safety
+/// As socket(2).
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if domain == libc::AF_INET || domain == libc::AF_INET6 {
+        if let Some(s) = default_stack().filter(|_| !vdestack::on_engine_thread()) {
+            return int_call(|| Ok(s.socket(domain, ty, protocol)?.into_raw_fd()));
+        }
+    }
+    // SAFETY: libc's socket with the caller's arguments.
+    unsafe { (real().socket)(domain, ty, protocol) }
+}
+
+/// bind(2).
+///
+/// # Safety
+/// As bind(2).
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's bind with the caller's arguments.
+        return unsafe { (real().bind)(fd, addr, len) };
+    }
+    // SAFETY: the caller's address and length.
+    int_call(|| vs::bind(fd, unsafe { read_addr(addr, len) }?).map(|_| 0))
+}
+
+/// connect(2): blocking unless the fd is nonblocking (then EINPROGRESS; poll for POLLOUT and
+/// read SO_ERROR).
+///
+/// # Safety
+/// As connect(2).
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's connect with the caller's arguments.
+        return unsafe { (real().connect)(fd, addr, len) };
+    }
+    // SAFETY: the caller's address and length.
+    int_call(|| vs::connect(fd, unsafe { read_addr(addr, len) }?).map(|_| 0))
+}
+
+/// listen(2).
+///
+/// # Safety
+/// As listen(2).
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's listen.
+        return unsafe { (real().listen)(fd, backlog) };
+    }
+    int_call(|| vs::listen(fd, backlog).map(|_| 0))
+}
+
+/// accept(2).
+///
+/// # Safety
+/// As accept(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's accept with the caller's arguments.
+        return unsafe { (real().accept)(fd, addr, len) };
+    }
+    // SAFETY: as the caller promises.
+    unsafe { accept_stack(fd, addr, len, 0) }
+}
+
+/// accept4(2).
+///
+/// # Safety
+/// As accept4(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's accept4 with the caller's arguments.
+        return unsafe { (real().accept4)(fd, addr, len, flags) };
+    }
+    // SAFETY: as the caller promises.
+    unsafe { accept_stack(fd, addr, len, flags) }
+}
+
+/// # Safety
+/// `addr`/`len` as accept(2) takes them.
+unsafe fn accept_stack(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    int_call(|| {
+        let (conn, peer) = vs::accept(fd, flags)?;
+        // SAFETY: the caller's buffer.
+        unsafe { write_addr(peer, addr, len)? };
+        Ok(conn.into_raw_fd())
+    })
+}
+
+/// getsockname(2).
+///
+/// # Safety
+/// As getsockname(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's getsockname with the caller's arguments.
+        return unsafe { (real().getsockname)(fd, addr, len) };
+    }
+    // SAFETY: the caller's buffer.
+    int_call(|| unsafe { write_addr(vs::local_addr(fd)?, addr, len) }.map(|_| 0))
+}
+
+/// getpeername(2).
+///
+/// # Safety
+/// As getpeername(2).
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's getpeername with the caller's arguments.
+        return unsafe { (real().getpeername)(fd, addr, len) };
+    }
+    // SAFETY: the caller's buffer.
+    int_call(|| unsafe { write_addr(vs::peer_addr(fd)?, addr, len) }.map(|_| 0))
+}
+
+/// Options the pair itself keeps: timeouts and watermarks govern the application's blocking
+/// reads and writes, which happen on the pair.
+fn pair_option(level: c_int, name: c_int) -> bool {
+    level == libc::SOL_SOCKET
+        && matches!(
+            name,
+            libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | libc::SO_RCVLOWAT
+                | libc::SO_SNDLOWAT
+                | libc::SO_LINGER
+        )
+}
+
+/// getsockopt(2).
+///
+/// # Safety
+/// As getsockopt(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if !ours(fd) || pair_option(level, name) {
+        // SAFETY: libc's getsockopt with the caller's arguments.
+        return unsafe { (real().getsockopt)(fd, level, name, val, len) };
+    }
+    int_call(|| {
+        if val.is_null() || len.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        let v = vs::get_opt(fd, level, name)?;
+        // SAFETY: len and val are the caller's, checked non-null; we write at most *len bytes.
+        unsafe {
+            let room = (*len as usize).min(size_of::<c_int>());
+            ptr::copy_nonoverlapping(&v as *const c_int as *const u8, val as *mut u8, room);
+            *len = room as socklen_t;
+        }
+        Ok(0)
+    })
+}
+
+/// setsockopt(2). Integer options go to the engine; others that a user-space stack has no
+/// use for are accepted and ignored, as most programs set them only in passing.
+///
+/// # Safety
+/// As setsockopt(2).
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if !ours(fd) || pair_option(level, name) {
+        // SAFETY: libc's setsockopt with the caller's arguments.
+        return unsafe { (real().setsockopt)(fd, level, name, val, len) };
+    }
+    int_call(|| {
+        if val.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: val has len readable bytes; we read at most 4.
+        let v = unsafe {
+            match len as usize {
+                4.. => ptr::read_unaligned(val as *const c_int),
+                1..=3 => *(val as *const u8) as c_int,
+                _ => return Err(einval()),
+            }
+        };
+        if len as usize > size_of::<c_int>() {
+            return Ok(0); // a struct-valued option (multicast membership, ...): not ours to keep
+        }
+        vs::set_opt(fd, level, name, v).map(|_| 0)
+    })
+}
+
+/// shutdown(2).
+///
+/// # Safety
+/// As shutdown(2).
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: libc's shutdown.
+        return unsafe { (real().shutdown)(fd, how) };
+    }
+    int_call(|| vs::shutdown(fd, how).map(|_| 0))
+}
+
+/// send(2).
+///
+/// # Safety
+/// As send(2).
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments.
+    unsafe { sendto(fd, buf, n, flags, ptr::null(), 0) }
+}
+
+/// sendto(2).
+///
+/// # Safety
+/// As sendto(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let dgram = pair_type(fd) == libc::SOCK_DGRAM;
+    // A stream never looks at the address (TCP ignores it), so only datagrams and addressed
+    // sends need to know whether the fd is ours.
+    if (!dgram && addr.is_null()) || !ours(fd) {
+        // SAFETY: libc's sendto with the caller's arguments.
+        return unsafe { (real().sendto)(fd, buf, n, flags, addr, len) };
+    }
+    if !dgram {
+        // SAFETY: libc's send on the stream pair, without the address TCP would ignore.
+        return unsafe { (real().send)(fd, buf, n, flags) };
+    }
+    size_call(|| {
+        if buf.is_null() && n > 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: the caller's buffer of n bytes, and address.
+        let data = if n == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(buf as *const u8, n) }
+        };
+        let to = if addr.is_null() {
+            None
+        } else {
+            Some(unsafe { read_addr(addr, len) }?)
+        };
+        vs::send_to(fd, data, to, flags)
+    })
+}
+
+/// Gathers a message's iovecs into one buffer.
+///
+/// # Safety
+/// `msg` points at a valid msghdr whose iovecs are readable.
+unsafe fn gather(msg: &msghdr) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..msg.msg_iovlen {
+        // SAFETY: msg_iov has msg_iovlen entries, each base with len readable bytes.
+        unsafe {
+            let iov = &*msg.msg_iov.add(i);
+            if !iov.iov_base.is_null() {
+                v.extend_from_slice(std::slice::from_raw_parts(
+                    iov.iov_base as *const u8,
+                    iov.iov_len,
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// sendmsg(2).
+///
+/// # Safety
+/// As sendmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if msg.is_null() || !ours(fd) {
+        // SAFETY: libc's sendmsg with the caller's arguments.
+        return unsafe { (real().sendmsg)(fd, msg, flags) };
+    }
+    // SAFETY: msg is non-null and, as the caller promises, valid.
+    let m = unsafe { &*msg };
+    if pair_type(fd) != libc::SOCK_DGRAM {
+        let mut bare = *m;
+        bare.msg_name = ptr::null_mut();
+        bare.msg_namelen = 0;
+        // SAFETY: the caller's message without its address, which TCP ignores.
+        return unsafe { (real().sendmsg)(fd, &bare, flags) };
+    }
+    size_call(|| {
+        // SAFETY: the caller's message.
+        let data = unsafe { gather(m) };
+        let to = if m.msg_name.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's address.
+            Some(unsafe { read_addr(m.msg_name as *const sockaddr, m.msg_namelen) }?)
+        };
+        vs::send_to(fd, &data, to, flags)
+    })
+}
+
+/// recv(2).
+///
+/// # Safety
+/// As recv(2).
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    if pair_type(fd) != libc::SOCK_DGRAM || !ours(fd) {
+        // SAFETY: libc's recv with the caller's arguments.
+        return unsafe { (real().recv)(fd, buf, n, flags) };
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
+}
+
+/// recvfrom(2).
+///
+/// # Safety
+/// As recvfrom(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    let dgram = pair_type(fd) == libc::SOCK_DGRAM;
+    if (!dgram && addr.is_null()) || !ours(fd) {
+        // SAFETY: libc's recvfrom with the caller's arguments.
+        return unsafe { (real().recvfrom)(fd, buf, n, flags, addr, len) };
+    }
+    if !dgram {
+        // TCP gives no address: the length says so.
+        // SAFETY: libc's recv on the pair; len is the caller's, checked non-null.
+        let r = unsafe { (real().recv)(fd, buf, n, flags) };
+        if r >= 0 && !len.is_null() {
+            // SAFETY: len is the caller's.
+            unsafe { *len = 0 };
+        }
+        return r;
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { recv_dgram(fd, buf, n, flags, addr, len) }
+}
+
+/// # Safety
+/// `buf` has `n` writable bytes (or is NULL with n == 0); addr/len as recvfrom(2).
+unsafe fn recv_dgram(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    size_call(|| {
+        if buf.is_null() && n > 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        let mut empty = [0u8; 0];
+        // SAFETY: the caller's buffer of n bytes.
+        let data = if n == 0 {
+            &mut empty[..]
+        } else {
+            unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, n) }
+        };
+        let (got, from) = vs::recv_from(fd, data, flags)?;
+        if !addr.is_null() {
+            match from {
+                // SAFETY: the caller's buffer.
+                Some(a) => unsafe { write_addr(a, addr, len)? },
+                None if !len.is_null() => {
+                    // Connected socket: the peer is who sent it.
+                    // SAFETY: the caller's buffer.
+                    unsafe { write_addr(vs::peer_addr(fd)?, addr, len)? }
+                }
+                None => {}
+            }
+        }
+        Ok(got)
+    })
+}
+
+/// recvmsg(2).
+///
+/// # Safety
+/// As recvmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if msg.is_null() || !ours(fd) {
+        // SAFETY: libc's recvmsg with the caller's arguments.
+        return unsafe { (real().recvmsg)(fd, msg, flags) };
+    }
+    // SAFETY: msg is non-null and, as the caller promises, valid.
+    let m = unsafe { &mut *msg };
+    if pair_type(fd) != libc::SOCK_DGRAM {
+        let (name, namelen) = (m.msg_name, m.msg_namelen);
+        m.msg_name = ptr::null_mut();
+        m.msg_namelen = 0;
+        // SAFETY: the caller's message; TCP reports no address.
+        let r = unsafe { (real().recvmsg)(fd, m, flags) };
+        m.msg_name = name;
+        m.msg_namelen = if r >= 0 { 0 } else { namelen };
+        return r;
+    }
+    size_call(|| {
+        let cap: usize = (0..m.msg_iovlen)
+            // SAFETY: msg_iov has msg_iovlen entries.
+            .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
+            .sum();
+        let mut data = vec![0u8; cap];
+        let (got, from) = vs::recv_from(fd, &mut data, flags)?;
+        let mut left = &data[..got];
+        for i in 0..m.msg_iovlen {
+            // SAFETY: each iovec has iov_len writable bytes at iov_base.
+            unsafe {
+                let iov = &*m.msg_iov.add(i);
+                let k = left.len().min(iov.iov_len);
+                if k > 0 {
+                    ptr::copy_nonoverlapping(left.as_ptr(), iov.iov_base as *mut u8, k);
+                }
+                left = &left[k..];
+            }
+        }
+        m.msg_controllen = 0;
+        m.msg_flags = 0;
+        if !m.msg_name.is_null() {
+            let a = match from {
+                Some(a) => a,
+                None => vs::peer_addr(fd)?,
+            };
+            let mut l = m.msg_namelen;
+            // SAFETY: msg_name has msg_namelen writable bytes.
+            unsafe { write_addr(a, m.msg_name as *mut sockaddr, &mut l)? };
+            m.msg_namelen = l;
+        }
+        Ok(got)
+    })
+}

@@ -1,0 +1,66 @@
+//! Start-up from the environment, for `LD_PRELOAD` and `vdestack run`.
+//!
+//! - `VDESTACK_CTL` + `VDESTACK_STACK`: the engine control name and stack id of a stack that
+//!   another process (`vdestack run`, or an ancestor) runs; it becomes the default stack.
+//! - otherwise `VDESTACK_NET` (a locator; "" for loopback only), with `VDESTACK_IFNAME` and
+//!   `VDESTACK_CMD` (configuration commands): this process creates the stack, makes it the
+//!   default, and exports `VDESTACK_CTL`/`VDESTACK_STACK` so that its descendants share it.
+//!   The stack then lives as long as this process.
+
+use std::io;
+
+use vdestack::control::Ctl;
+use vdestack::Stack;
+
+use crate::interpose::set_default;
+
+/// Environment variable: the engine's control socket name.
+pub const ENV_CTL: &str = "VDESTACK_CTL";
+/// Environment variable: the stack id within that engine.
+pub const ENV_STACK: &str = "VDESTACK_STACK";
+/// Environment variable: the locator of a stack to create.
+pub const ENV_NET: &str = "VDESTACK_NET";
+/// Environment variable: its interface name.
+pub const ENV_IFNAME: &str = "VDESTACK_IFNAME";
+/// Environment variable: its configuration commands.
+pub const ENV_CMD: &str = "VDESTACK_CMD";
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+extern "C" fn init() {
+    crate::guard((), || {
+        if let Err(e) = from_env() {
+            eprintln!("libvdestack: {e}");
+        }
+    })
+}
+
+fn from_env() -> io::Result<()> {
+    if let (Ok(ctl), Ok(id)) = (std::env::var(ENV_CTL), std::env::var(ENV_STACK)) {
+        let id = id.parse().map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad {ENV_STACK}={id}"))
+        })?;
+        set_default(Some(Stack::attach(Ctl::from_name(ctl.into_bytes()), id)));
+        return Ok(());
+    }
+    let Ok(net) = std::env::var(ENV_NET) else {
+        return Ok(());
+    };
+    let ifname = std::env::var(ENV_IFNAME).ok();
+    let stack = Stack::new(&net, ifname.as_deref())?;
+    if let Ok(cmds) = std::env::var(ENV_CMD) {
+        stack
+            .cmd(&cmds)
+            .map_err(|e| io::Error::other(format!("{ENV_CMD}: {}", e.message)))?;
+    }
+    let ctl = String::from_utf8_lossy(stack.ctl().name()).into_owned();
+    // Set before the program starts any thread of its own.
+    std::env::set_var(ENV_CTL, ctl);
+    std::env::set_var(ENV_STACK, stack.id().to_string());
+    set_default(Some(Stack::attach(stack.ctl().clone(), stack.id())));
+    // The stack lives as long as the process.
+    std::mem::forget(stack);
+    Ok(())
+}
