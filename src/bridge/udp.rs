@@ -125,7 +125,11 @@ pub fn pump(
     // app → net
     loop {
         if let Some((set, ep, data)) = u.held.take() {
-            let Some(h) = u.handles[set] else { break };
+            let Some(h) = u.handles[set] else {
+                // Not bound yet: the engine binds it and comes back.
+                u.held = Some((set, ep, data));
+                break;
+            };
             let sock = sets[set].get_mut::<udp::Socket>(h);
             match sock.send_slice(&data, ep) {
                 Err(udp::SendError::BufferFull) => {

@@ -553,6 +553,7 @@ fn settle(s: &mut Sock, result: i32, done: &mut Vec<Done>) {
 pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool {
     let mut moved = false;
     let mut gone = Vec::new();
+    let mut unbound_senders = Vec::new();
     let now = ctx.now;
     let routes = RouteView::of(st);
     for s in st.socks.values_mut() {
@@ -626,6 +627,10 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         }
                     }
                     gone.push(s.id);
+                } else if s.local.is_none()
+                    && matches!(&s.state, SockState::Udp(u) if u.held.is_some())
+                {
+                    unbound_senders.push(s.id);
                 }
             }
             SockState::Fresh | SockState::Done => {
@@ -634,6 +639,10 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
         }
+    }
+    // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
+    for id in unbound_senders {
+        moved |= bind_port(st, id, None, 0).is_ok();
     }
     for id in gone {
         if let Some(s) = st.socks.remove(&id) {
