@@ -1,4 +1,6 @@
-//! The `vdestack` command line.
+//! The `vdestack` command line: `demo` and `run`.
+
+mod run;
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -26,11 +28,16 @@ enum Cmd {
         #[arg(long, default_value = "mem://demo")]
         net: String,
     },
+    /// Runs PROGRAM (and everything it starts) inside one private stack: its AF_INET and
+    /// AF_INET6 sockets live there, through libvdestack.so preloaded. The stack lives in this
+    /// process and ends when PROGRAM does; `run` exits with PROGRAM's status.
+    Run(run::RunArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo { mb, net } => demo(mb, &net),
+        Cmd::Run(args) => std::process::exit(run::run(args)?),
     }
 }
 
