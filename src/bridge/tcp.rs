@@ -143,10 +143,9 @@ impl Conn {
                 _ => break,
             }
         }
-        if *app_closed && !self.app_eof {
-            self.app_eof = true;
-            sock.close();
-        }
+        // An application that closed its end may have left bytes in the pair: they are read
+        // (above, as room allows) before the EOF that queues our FIN, as the kernel sends
+        // what a closed socket had written.
         if reset {
             return Outcome::Failed(libc::ECONNRESET);
         }
