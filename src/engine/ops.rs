@@ -3,12 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use smoltcp::iface::SocketSet;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
-use super::sock::{Listener, Sock, SockState};
+use super::sock::{Listener, Opts, Sock, SockState};
 use super::stack::{Binding, NetStack};
 use super::Ctx;
 use crate::bridge::tcp::{new_socket, post_token, Conn, Outcome};
@@ -201,13 +201,25 @@ fn udp_open(st: &mut NetStack, id: u64) {
     }
 }
 
-fn listen_socket(s: &Sock, ep: IpListenEndpoint) -> tcp::Socket<'static> {
-    let mut t = new_socket(
-        s.opts.rcvbuf,
-        s.opts.sndbuf,
-        s.opts.nodelay,
-        s.opts.keepalive,
-    );
+/// Whether a listener on `ep` can get SYNs of a family it must refuse: a wildcard address
+/// of an AF_INET socket, or of an IPV6_V6ONLY one (smoltcp's wildcard takes both families).
+fn screens(domain: i32, v6only: bool, ep: IpListenEndpoint) -> bool {
+    ep.addr.is_none() && (domain == libc::AF_INET || v6only)
+}
+
+/// Whether a listener of `domain` takes a connection from an IPv4 (or else IPv6) peer.
+fn takes(domain: i32, v6only: bool, remote_v4: bool) -> bool {
+    if remote_v4 {
+        domain == libc::AF_INET || !v6only
+    } else {
+        domain == libc::AF_INET6
+    }
+}
+
+fn listen_socket(opts: &Opts, ep: IpListenEndpoint, screen: bool) -> tcp::Socket<'static> {
+    let mut t = new_socket(opts.rcvbuf, opts.sndbuf, opts.nodelay, opts.keepalive);
+    // A screening listener answers a SYN only once pump_listener saw its family.
+    t.pause_synack(screen);
     let _ = t.listen(ep);
     t
 }
@@ -233,18 +245,21 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     let sets = sets_for(local);
     // Enough sockets in Listen to take a burst of SYNs; refilled as they connect.
     let per_set = (backlog.max(1) as usize).min(16);
+    let screen = screens(s.domain, s.opts.v6only, ep);
     let mut l = Listener {
         backlog: backlog.max(1) as usize,
         endpoint: ep,
         sets,
+        per_set,
+        screen,
         listening: Vec::new(),
         ready: Default::default(),
     };
     for set in [LINK, LO] {
         if sets[set] {
             for _ in 0..per_set {
-                l.listening
-                    .push((set, st.sets[set].add(listen_socket(s, ep))));
+                let t = listen_socket(&s.opts, ep, screen);
+                l.listening.push((set, st.sets[set].add(t)));
             }
         }
     }
@@ -554,6 +569,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut moved = false;
     let mut gone = Vec::new();
     let mut unbound_senders = Vec::new();
+    let mut strays = Vec::new();
     let now = ctx.now;
     let routes = RouteView::of(st);
     for s in st.socks.values_mut() {
@@ -607,8 +623,17 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Listening(l) => {
-                moved |= pump_listener(l, s.domain, s.opts.v6only, &s.fd, &s.opts, &mut st.sets);
+                let before = strays.len();
+                moved |= pump_listener(
+                    l,
+                    (s.id, s.domain),
+                    &s.fd,
+                    &s.opts,
+                    &mut st.sets,
+                    &mut strays,
+                );
                 if s.app_closed {
+                    strays.truncate(before);
                     for (set, h) in l.listening.drain(..).chain(l.ready.drain(..)) {
                         st.sets[set].get_mut::<tcp::Socket>(h).abort();
                         st.sets[set].remove(h);
@@ -643,6 +668,10 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
     for id in unbound_senders {
         moved |= bind_port(st, id, None, 0).is_ok();
+    }
+    for (id, set, h) in strays {
+        hand_over(st, id, set, h);
+        moved = true;
     }
     for id in gone {
         if let Some(s) = st.socks.remove(&id) {
@@ -682,13 +711,21 @@ impl RouteView {
     }
 }
 
+fn remote_v4(sock: &tcp::Socket) -> bool {
+    sock.remote_endpoint()
+        .is_some_and(|e| matches!(e.addr, IpAddress::Ipv4(_)))
+}
+
+/// Moves a listener's connections along: handshakes done go to the ready queue (with a
+/// fresh socket listening in their place), SYNs of the right family get their SYN|ACK, and
+/// SYNs of a family the listener refuses are pushed on `strays` as (listener, set, handle).
 fn pump_listener(
     l: &mut Listener,
-    domain: i32,
-    v6only: bool,
+    (id, domain): (u64, i32),
     fd: &OwnedFd,
-    opts: &super::sock::Opts,
+    opts: &Opts,
     sets: &mut [SocketSet<'static>; 2],
+    strays: &mut Vec<(u64, usize, SocketHandle)>,
 ) -> bool {
     let mut moved = false;
     let mut i = 0;
@@ -696,33 +733,75 @@ fn pump_listener(
         let (set, h) = l.listening[i];
         let sock = sets[set].get_mut::<tcp::Socket>(h);
         match sock.state() {
-            State::Listen | State::SynReceived => i += 1,
+            State::Listen => i += 1,
+            State::SynReceived => {
+                if l.screen {
+                    if takes(domain, opts.v6only, remote_v4(sock)) {
+                        sock.pause_synack(false);
+                    } else {
+                        strays.push((id, set, h));
+                    }
+                }
+                i += 1;
+            }
+            // A reset still to go out keeps its peer until smoltcp sends it.
+            State::Closed if sock.remote_endpoint().is_some() => i += 1,
             State::Closed => {
                 let _ = sock.listen(l.endpoint);
                 i += 1;
             }
             _ => {
-                let remote_v4 = sock
-                    .remote_endpoint()
-                    .is_some_and(|e| matches!(e.addr, IpAddress::Ipv4(_)));
-                let wrong = (domain == libc::AF_INET && !remote_v4) || (v6only && remote_v4);
                 l.listening.swap_remove(i);
-                let mut fresh = new_socket(opts.rcvbuf, opts.sndbuf, opts.nodelay, opts.keepalive);
-                let _ = fresh.listen(l.endpoint);
-                l.listening.push((set, sets[set].add(fresh)));
-                if wrong {
-                    sets[set].get_mut::<tcp::Socket>(h).abort();
-                    // Left for smoltcp to send the reset, then dropped with the set entry.
-                    sets[set].remove(h);
-                } else {
-                    l.ready.push_back((set, h));
-                    post_token(fd);
+                if l.listening.iter().filter(|e| e.0 == set).count() < l.per_set {
+                    let fresh = listen_socket(opts, l.endpoint, l.screen);
+                    l.listening.push((set, sets[set].add(fresh)));
                 }
+                l.ready.push_back((set, h));
+                post_token(fd);
                 moved = true;
             }
         }
     }
     moved
+}
+
+/// A SYN reached listener `id`, whose family it is not: gives the connection to another
+/// listener of the stack that takes it (an AF_INET and an IPV6_V6ONLY one on one port), or
+/// refuses it with a reset as Linux does.
+fn hand_over(st: &mut NetStack, id: u64, set: usize, h: SocketHandle) {
+    let sock = st.sets[set].get_mut::<tcp::Socket>(h);
+    let (v4, local) = (remote_v4(sock), sock.local_endpoint());
+    let taker = st.socks.values().find_map(|s| match &s.state {
+        SockState::Listening(l)
+            if s.id != id
+                && !s.app_closed
+                && l.sets[set]
+                && local.is_some_and(|e| {
+                    e.port == l.endpoint.port && l.endpoint.addr.is_none_or(|a| a == e.addr)
+                })
+                && takes(s.domain, s.opts.v6only, v4) =>
+        {
+            Some((s.id, s.opts.nodelay))
+        }
+        _ => None,
+    });
+    let Some((to, nodelay)) = taker else {
+        // Refused: smoltcp sends the reset, then pump_listener listens with it again.
+        sock.abort();
+        return;
+    };
+    sock.set_nagle_enabled(!nodelay);
+    sock.pause_synack(false);
+    if let Some(s) = st.socks.get_mut(&id) {
+        if let SockState::Listening(l) = &mut s.state {
+            l.listening.retain(|e| *e != (set, h));
+            let fresh = listen_socket(&s.opts, l.endpoint, l.screen);
+            l.listening.push((set, st.sets[set].add(fresh)));
+        }
+    }
+    if let Some(SockState::Listening(l)) = st.socks.get_mut(&to).map(|s| &mut s.state) {
+        l.listening.push((set, h));
+    }
 }
 
 /// The earliest connection-attempt deadline of the stack.

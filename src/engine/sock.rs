@@ -52,6 +52,11 @@ pub struct Listener {
     pub endpoint: IpListenEndpoint,
     /// Which sets listen (the link set only for a non-local address, never for 127/8).
     pub sets: [bool; 2],
+    /// Sockets kept listening in each set.
+    pub per_set: usize,
+    /// A wildcard address restricted to one family (AF_INET, or IPV6_V6ONLY): its sockets
+    /// hold their SYN|ACK until the peer's family is checked.
+    pub screen: bool,
     pub listening: Vec<(usize, SocketHandle)>,
     pub ready: VecDeque<(usize, SocketHandle)>,
 }
