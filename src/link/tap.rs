@@ -310,6 +310,11 @@ fn cap_message(uri: &str) -> String {
     )
 }
 
+/// The integration tests' namespace helper, shared so the kernel-facing rule lives in one place.
+#[cfg(test)]
+#[path = "../../tests/support/netns.rs"]
+mod test_netns;
+
 #[cfg(test)]
 mod tests {
     //! The kernel-facing tests obey the rule for tests that touch the kernel's network: the
@@ -318,95 +323,10 @@ mod tests {
     //! there (`ip -n NS ...`). Frames go only to that namespace's kernel.
 
     use super::*;
-    use std::path::Path;
-    use std::process::{Command, Output};
-    use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
-    /// The `ip` command (iproute2); panics, naming the package, when it is missing.
-    fn ip_binary() -> &'static str {
-        static IP: OnceLock<String> = OnceLock::new();
-        IP.get_or_init(|| {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(Into::into))
-                .map(|dir| dir.join("ip"))
-                .find(|p| p.is_file())
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "the tap/tun tests need the `ip` command: install the Debian package \
-                         iproute2 (apt-get install iproute2)"
-                    )
-                })
-        })
-    }
-
-    fn ip_output(args: &[&str]) -> Output {
-        Command::new(ip_binary())
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", ip_binary()))
-    }
-
-    /// Runs `ip ARGS` and panics when it fails.
-    fn ip(args: &[&str]) {
-        let out = ip_output(args);
-        assert!(
-            out.status.success(),
-            "ip {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    /// A network namespace of this test, deleted when dropped (also when the test panics).
-    struct Ns(String);
-
-    impl Ns {
-        fn new(tag: &str) -> Ns {
-            let name = format!("vdst-{}-{tag}", std::process::id());
-            // A leftover from a killed run whose pid was the same as ours.
-            if Path::new("/run/netns").join(&name).exists() {
-                let _ = ip_output(&["netns", "del", &name]);
-            }
-            ip(&["netns", "add", &name]);
-            let ns = Ns(name);
-            ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-            ns
-        }
-
-        /// Runs `ip ARGS` inside the namespace and panics when it fails.
-        fn ip(&self, args: &[&str]) {
-            let mut all = vec!["-n", &self.0];
-            all.extend_from_slice(args);
-            ip(&all);
-        }
-
-        /// Moves a device of the root namespace into this one and checks that it left.
-        fn take(&self, dev: &str) {
-            ip(&["link", "set", "dev", dev, "netns", &self.0]);
-            assert!(
-                !ip_output(&["link", "show", "dev", dev]).status.success(),
-                "{dev} is still in the root namespace"
-            );
-            self.ip(&["link", "show", "dev", dev]);
-        }
-    }
-
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let out = ip_output(&["netns", "del", &self.0]);
-            if !out.status.success() {
-                eprintln!(
-                    "ip netns del {}: {}",
-                    self.0,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
+    use super::test_netns as netns;
+    use netns::NetNs;
 
     /// The Internet checksum (RFC 1071) of `data`.
     fn checksum(data: &[u8]) -> u16 {
@@ -517,9 +437,9 @@ mod tests {
         const OUR_IP: [u8; 4] = [10, 213, 0, 2];
         const KERNEL_IP: [u8; 4] = [10, 213, 0, 1];
 
-        ip_binary();
+        netns::require_tools();
         // Declared before the link, so the link (and with it the device) goes first.
-        let ns = Ns::new("tap");
+        let ns = NetNs::new();
         let dev = format!("vdstt{}", std::process::id());
         let mut link = TapLink::open(&dev, Medium::Ethernet).expect("open tap");
         assert_eq!(link.name(), dev);
@@ -538,7 +458,7 @@ mod tests {
         assert_eq!(errno_of(&e), Some(libc::EINVAL), "{e}");
         assert!(e.to_string().starts_with(&format!("tun://{dev}: ")), "{e}");
 
-        ns.take(&dev);
+        ns.move_link(&dev);
         ns.ip(&["link", "set", "dev", &dev, "up"]);
         ns.ip(&["addr", "add", "10.213.0.1/24", "dev", &dev]);
 
@@ -584,15 +504,15 @@ mod tests {
         const SEQ: u16 = 1;
         const PAYLOAD: &[u8] = b"vdestack tun test";
 
-        ip_binary();
-        let ns = Ns::new("tun");
+        netns::require_tools();
+        let ns = NetNs::new();
         let dev = format!("vdsttun{}", std::process::id());
         let mut link = TapLink::open(&dev, Medium::Ip).expect("open tun");
         assert_eq!(link.name(), dev);
         assert_eq!(link.medium(), Medium::Ip);
         assert_eq!(link.mtu(), 1500);
 
-        ns.take(&dev);
+        ns.move_link(&dev);
         ns.ip(&["addr", "add", "10.214.0.1/24", "dev", &dev]);
         ns.ip(&["link", "set", "dev", &dev, "up"]);
 
