@@ -29,6 +29,7 @@ pub mod control;
 mod engine;
 pub mod link;
 pub mod net;
+pub mod resolve;
 pub mod socket;
 mod stack;
 #[doc(hidden)]

@@ -436,3 +436,74 @@ fn exit_status_and_bad_conf() {
         );
     }
 }
+
+/// Name resolution goes through the stack: a tiny DNS server of the test's own (python, in a
+/// third stack) answers `web.test`; curl in a stack whose nameserver it is fetches the page,
+/// a name it does not know fails as unresolvable (curl status 6), and python's
+/// gethostbyname/getaddrinfo get the same answer.
+#[test]
+fn names_resolve_through_the_stacks_nameserver() {
+    let dir = WorkDir::new();
+    let curl = tool("curl", "curl");
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("page"), b"hello by name\n").unwrap();
+    let sw = Switch::vdeplug();
+    let vnl = sw.vnl();
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.1/24"]);
+    cmd.arg(python3())
+        .args(["-u", "-m", "http.server", "8080", "--directory"])
+        .arg(&www);
+    let mut server = Proc::spawn("http-server", cmd, dir.path());
+    server.wait_for("Serving HTTP", SECS(10));
+
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/dns_server.py");
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.3/24"]);
+    cmd.arg(python3())
+        .arg("-u")
+        .arg(&script)
+        .args(["53", "web.test=10.0.0.1"]);
+    let mut dns = Proc::spawn("dns-server", cmd, dir.path());
+    dns.wait_for("dns: ready", SECS(10));
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.2/24,dns=10.0.0.3"]);
+    cmd.arg(&curl)
+        .args(["-sS", "--max-time", "10", "http://web.test:8080/page"]);
+    let mut client = Proc::spawn("curl", cmd, dir.path());
+    client.wait_ok(SECS(15));
+    assert_eq!(
+        client.stdout(),
+        "hello by name\n",
+        "{}{}",
+        client.dump(),
+        dns.dump()
+    );
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.2/24,dns=10.0.0.3"]);
+    cmd.arg(&curl)
+        .args(["-sS", "--max-time", "10", "http://nope.test:8080/page"]);
+    let mut missing = Proc::spawn("curl-missing", cmd, dir.path());
+    let status = missing.wait(SECS(15));
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "curl on an unknown name: {}",
+        missing.dump()
+    );
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.2/24,dns=10.0.0.3"]);
+    cmd.arg(python3()).args([
+        "-c",
+        "import socket; print(socket.gethostbyname('web.test'), socket.getaddrinfo('web.test', 80, socket.AF_INET, socket.SOCK_STREAM)[0][4])",
+    ]);
+    let mut py = Proc::spawn("python-lookup", cmd, dir.path());
+    py.wait_ok(SECS(15));
+    assert_eq!(py.stdout(), "10.0.0.1 ('10.0.0.1', 80)\n", "{}", py.dump());
+    assert!(
+        dns.stdout().contains("dns: query web.test 1 from 10.0.0.2"),
+        "{}",
+        dns.dump()
+    );
+}

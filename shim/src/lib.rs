@@ -15,6 +15,7 @@ pub mod api;
 pub mod interpose;
 pub mod preload;
 pub mod real;
+pub mod resolv;
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -38,6 +38,40 @@ pub struct Real {
         *mut socklen_t,
     ) -> ssize_t,
     pub recvmsg: unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t,
+    pub getaddrinfo: unsafe extern "C" fn(
+        *const c_char,
+        *const c_char,
+        *const libc::addrinfo,
+        *mut *mut libc::addrinfo,
+    ) -> c_int,
+    pub getnameinfo: unsafe extern "C" fn(
+        *const sockaddr,
+        socklen_t,
+        *mut c_char,
+        socklen_t,
+        *mut c_char,
+        socklen_t,
+        c_int,
+    ) -> c_int,
+    pub gethostbyname: unsafe extern "C" fn(*const c_char) -> *mut libc::hostent,
+    pub gethostbyname2: unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent,
+    pub gethostbyname_r: unsafe extern "C" fn(
+        *const c_char,
+        *mut libc::hostent,
+        *mut c_char,
+        size_t,
+        *mut *mut libc::hostent,
+        *mut c_int,
+    ) -> c_int,
+    pub gethostbyname2_r: unsafe extern "C" fn(
+        *const c_char,
+        c_int,
+        *mut libc::hostent,
+        *mut c_char,
+        size_t,
+        *mut *mut libc::hostent,
+        *mut c_int,
+    ) -> c_int,
 }
 
 fn find(name: &[u8]) -> *mut c_void {
@@ -86,7 +120,13 @@ pub fn real() -> &'static Real {
             sendmsg,
             recv,
             recvfrom,
-            recvmsg
+            recvmsg,
+            getaddrinfo,
+            getnameinfo,
+            gethostbyname,
+            gethostbyname2,
+            gethostbyname_r,
+            gethostbyname2_r
         )
     })
 }
