@@ -80,7 +80,33 @@ pub fn apply_flags(fd: &OwnedFd, flags: i32) -> io::Result<()> {
 /// in which case it answers EINPROGRESS (the outcome then comes through SO_ERROR).
 pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     let wait = !sys::is_nonblocking(fd);
-    call(fd, |sock| Request::Connect { sock, addr, wait }).map(drop)
+    call(fd, |sock| Request::Connect { sock, addr, wait })?;
+    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_DGRAM {
+        requeue_from_peer(fd, addr);
+    }
+    Ok(())
+}
+
+/// After a UDP connect: the datagrams already waiting carry the address header of an
+/// unconnected socket, which read(2) would hand to the program. Those from the new peer go
+/// back through the engine to return bare; the others are dropped, as a connected socket
+/// only hears its peer. (The engine wrote them all before it answered the connect.)
+fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
+    // Take them all first: what the engine hands back must not be read again here.
+    let mut waiting = Vec::new();
+    let mut buf = vec![0u8; 65536 + udp::HEADER];
+    while let Ok(n) = sys::recv_vec(fd, &mut [&mut buf[..]], libc::MSG_DONTWAIT) {
+        let from = udp::parse_header(&buf[..n]);
+        if from
+            .is_some_and(|f| sys::unmap(f.ip()) == sys::unmap(peer.ip()) && f.port() == peer.port())
+        {
+            waiting.push(buf[..n].to_vec());
+        }
+    }
+    for mut d in waiting {
+        d[5] = udp::REQUEUE;
+        let _ = sys::send(fd, &d);
+    }
 }
 
 /// getsockname(2).

@@ -251,6 +251,24 @@ pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Resul
     .map(drop)
 }
 
+/// getsockopt(2) of an integer option.
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: value and len live across the call; len says how big value is.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            level,
+            name,
+            &mut value as *mut i32,
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
 /// Sets or clears O_NONBLOCK.
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl with integer arguments.

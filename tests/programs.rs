@@ -354,8 +354,6 @@ fn netcat_tcp() {
 /// `nc -u -l` in one stack, `nc -u 10.0.0.1` in another: a datagram each way (the listener
 /// answers the first sender it hears).
 #[test]
-#[ignore = "bug: a datagram queued before connect() keeps the bridge's address header, and \
-            read(2) (not interposed) returns it; nc -u -l peeks, connects, then read()s"]
 fn netcat_udp() {
     let dir = WorkDir::new();
     let nc = openbsd_nc();

@@ -1016,3 +1016,38 @@ fn dropping_a_stack_makes_its_connected_fds_read_eof() {
         "sending on a UDP socket of a dropped stack"
     );
 }
+
+/// A datagram that arrived before connect() is read bare afterwards, even by plain read(2),
+/// as `nc -u -l` does (peek, connect to the sender, read); one from another peer is gone.
+#[test]
+fn datagrams_queued_before_a_udp_connect_read_bare_after_it() {
+    let (a, b) = two_stacks("udp-requeue");
+    let server = UdpSocket::bind(&a, "0.0.0.0:5300").unwrap();
+    let peer = UdpSocket::bind(&b, "0.0.0.0:5301").unwrap();
+    let other = UdpSocket::bind(&b, "0.0.0.0:5302").unwrap();
+    let mut buf = [0u8; 64];
+    // Both waiting when connect() comes: one from another peer, then one from the peer.
+    other.send_to(b"dropped", "10.0.0.1:5300").unwrap();
+    assert_eq!(poll(server.as_raw_fd(), libc::POLLIN, 2000), libc::POLLIN);
+    peer.send_to(b"first", "10.0.0.1:5300").unwrap();
+    // A pair cannot be asked how many datagrams it holds; the engine passes one on within
+    // microseconds, so this is ample.
+    std::thread::sleep(Duration::from_millis(200));
+    let (n, from) = socket::recv_from(server.as_raw_fd(), &mut buf, libc::MSG_PEEK).unwrap();
+    assert_eq!(
+        (n, from),
+        (7, Some(addr("10.0.0.2:5302"))),
+        "the other peer's datagram is first"
+    );
+    server.connect("10.0.0.2:5301").unwrap();
+    // SAFETY: reading into a valid buffer from the socket's fd.
+    let n = unsafe { libc::read(server.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len()) };
+    assert_eq!(
+        &buf[..n.max(0) as usize],
+        b"first",
+        "read(2) after connect()"
+    );
+    peer.send_to(b"second", "10.0.0.1:5300").unwrap();
+    assert_eq!(server.recv(&mut buf).unwrap(), 6);
+    assert_eq!(&buf[..6], b"second");
+}

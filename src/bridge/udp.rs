@@ -20,6 +20,10 @@ pub const HEADER: usize = 24;
 /// never mistakes payload for header.
 pub const MAGIC: [u8; 4] = *b"\xd7VDS";
 
+/// Header flag (byte 5): the datagram is one the application had received before it
+/// connected; the engine hands it back to the application, now without a header.
+pub const REQUEUE: u8 = 1;
+
 /// Builds the header that carries a datagram's peer address.
 pub fn header(addr: &SocketAddr) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
@@ -144,6 +148,18 @@ pub fn pump(
             Err(_) => break,
         };
         let d = &buf[..n];
+        if has_header(d) && d[5] == REQUEUE {
+            // Back to the application as a connected socket hears it (lost if the pair is
+            // full, as UDP may).
+            let payload = &d[HEADER..];
+            let _ = if payload.starts_with(&MAGIC) {
+                sys::send(fd, d)
+            } else {
+                sys::send(fd, payload)
+            };
+            moved = true;
+            continue;
+        }
         let (dst, payload) = match (parse_header(d), u.peer) {
             (Some(a), Some(p)) if a.port() == 0 && a.ip().is_unspecified() => (p, &d[HEADER..]),
             (Some(a), _) => (a, &d[HEADER..]),
