@@ -309,6 +309,10 @@ pub unsafe extern "C" fn getsockopt(
         if val.is_null() || len.is_null() {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
+        if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
+            // SAFETY: the caller's buffer and length, checked non-null.
+            return unsafe { tcp_info(fd, val, len) };
+        }
         let v = vs::get_opt(fd, level, name)?;
         // SAFETY: len and val are the caller's, checked non-null; we write at most *len bytes.
         unsafe {
@@ -318,6 +322,28 @@ pub unsafe extern "C" fn getsockopt(
         }
         Ok(0)
     })
+}
+
+/// struct tcp_info for a stack socket: its state and MSS; what smoltcp does not expose
+/// (RTT, congestion window, retransmissions) reads zero.
+///
+/// # Safety
+/// `val` has `*len` writable bytes.
+unsafe fn tcp_info(fd: c_int, val: *mut c_void, len: *mut socklen_t) -> io::Result<c_int> {
+    // SAFETY: tcp_info is plain old data.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    info.tcpi_state = vs::get_opt(fd, libc::IPPROTO_TCP, libc::TCP_INFO)? as u8;
+    let mss = vs::get_opt(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG)? as u32;
+    info.tcpi_snd_mss = mss;
+    info.tcpi_rcv_mss = mss;
+    info.tcpi_advmss = mss;
+    // SAFETY: as the caller promises; we write at most *len bytes.
+    unsafe {
+        let room = (*len as usize).min(size_of::<libc::tcp_info>());
+        ptr::copy_nonoverlapping(&info as *const _ as *const u8, val as *mut u8, room);
+        *len = room as socklen_t;
+    }
+    Ok(0)
 }
 
 /// setsockopt(2). Integer options go to the engine; others that a user-space stack has no

@@ -528,6 +528,8 @@ fn getopt(st: &mut NetStack, conn: usize, id: u64, level: i32, name: i32) -> Ans
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.opts.nodelay as i64,
         (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => s.opts.syncnt as i64,
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => (st.mtu - 40) as i64,
+        // The state part of struct tcp_info (the C library builds the struct around it).
+        (libc::IPPROTO_TCP, libc::TCP_INFO) => linux_tcp_state(&st.sets, &s.state),
         (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if s.domain == libc::AF_INET6 => {
             s.opts.v6only as i64
         }
@@ -539,6 +541,28 @@ fn getopt(st: &mut NetStack, conn: usize, id: u64, level: i32, name: i32) -> Ans
         },
     };
     ok(Reply::Int(v))
+}
+
+/// The Linux TCP state number (TCP_ESTABLISHED = 1, ...) of a socket, as tcp_info says it.
+fn linux_tcp_state(sets: &[SocketSet<'static>; 2], s: &SockState) -> i64 {
+    match s {
+        SockState::Connecting(_) => 2,
+        SockState::Listening(_) => 10,
+        SockState::Connected(c) => match sets[c.set].get::<tcp::Socket>(c.handle).state() {
+            State::Established => 1,
+            State::SynSent => 2,
+            State::SynReceived => 3,
+            State::FinWait1 => 4,
+            State::FinWait2 => 5,
+            State::TimeWait => 6,
+            State::Closed => 7,
+            State::CloseWait => 8,
+            State::LastAck => 9,
+            State::Listen => 10,
+            State::Closing => 11,
+        },
+        _ => 7,
+    }
 }
 
 /// Settles the control requests waiting on a connection attempt.

@@ -57,6 +57,10 @@ int main(void) {
   int one = 1;
   CHECK(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
   CHECK(opt(c, IPPROTO_TCP, TCP_NODELAY) == 1);
+  struct tcp_info ti; socklen_t til = sizeof ti;
+  memset(&ti, 0xff, sizeof ti);
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &til) == 0 && til == sizeof ti);
+  CHECK(ti.tcpi_state == TCP_ESTABLISHED && ti.tcpi_snd_mss > 0 && ti.tcpi_total_retrans == 0);
   CHECK(send(c, "hello", 5, 0) == 5);
   char buf[64] = {0};
   CHECK(recv(x, buf, 5, MSG_WAITALL) == 5 && strcmp(buf, "hello") == 0);
