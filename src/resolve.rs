@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use simple_dns::rdata::RData;
-use simple_dns::{Name, Packet, PacketFlag, Question, CLASS, RCODE, TYPE};
+use simple_dns::{Name, Packet, PacketFlag, Question, CLASS, QCLASS, QTYPE, RCODE, TYPE};
 
 use crate::net::UdpSocket;
 use crate::Stack;
@@ -61,10 +61,7 @@ pub fn lookup(stack: &Stack, name: &str, want: Want) -> io::Result<Vec<IpAddr>> 
         .filter(|ip| want.takes(ip))
         .collect());
     }
-    let mut servers = stack.nameservers()?;
-    if servers.is_empty() {
-        servers.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
+    let servers = servers_of(stack)?;
     let mut found = Vec::new();
     let mut missing = false;
     for ty in [TYPE::A, TYPE::AAAA] {
@@ -127,14 +124,68 @@ fn parse_hosts(text: &str) -> Vec<(IpAddr, Vec<String>)> {
 
 /// Asks the servers in turn for `ty` records of `name`.
 fn query(stack: &Stack, servers: &[IpAddr], name: &str, ty: TYPE) -> io::Result<Vec<IpAddr>> {
+    let reply = exchange(stack, servers, name, ty.into(), CLASS::IN.into())?;
+    let p = Packet::parse(&reply)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad DNS reply"))?;
+    match p.rcode() {
+        RCODE::NoError => Ok(p
+            .answers
+            .iter()
+            .filter_map(|rr| match (&rr.rdata, ty) {
+                (RData::A(a), TYPE::A) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
+                (RData::AAAA(a), TYPE::AAAA) => Some(IpAddr::V6(a.address.into())),
+                _ => None,
+            })
+            .collect()),
+        RCODE::NameError => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name}: no such name"),
+        )),
+        rc => Err(io::Error::other(format!(
+            "{name}: the nameserver answered {rc:?}"
+        ))),
+    }
+}
+
+/// Sends one query (any class and type, as res_query(3) asks) to the stack's nameservers in
+/// turn and returns the first reply, raw.
+pub fn raw_query(stack: &Stack, name: &str, class: u16, ty: u16) -> io::Result<Vec<u8>> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("class {class} type {ty}"),
+        )
+    };
+    let qclass = QCLASS::try_from(class).map_err(|_| bad())?;
+    let qtype = QTYPE::try_from(ty).map_err(|_| bad())?;
+    exchange(stack, &servers_of(stack)?, name, qtype, qclass)
+}
+
+/// The stack's nameservers, or its own 127.0.0.1 when it has none.
+fn servers_of(stack: &Stack) -> io::Result<Vec<IpAddr>> {
+    let mut servers = stack.nameservers()?;
+    if servers.is_empty() {
+        servers.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    Ok(servers)
+}
+
+/// One query to the servers in turn, each tried `TRIES` times; the first reply, raw.
+fn exchange(
+    stack: &Stack,
+    servers: &[IpAddr],
+    name: &str,
+    qtype: QTYPE,
+    qclass: QCLASS,
+) -> io::Result<Vec<u8>> {
     let bad_name = || io::Error::new(io::ErrorKind::NotFound, format!("{name}: not a valid name"));
     let id = query_id();
     let mut q = Packet::new_query(id);
     q.set_flags(PacketFlag::RECURSION_DESIRED);
     q.questions.push(Question::new(
         Name::new(name).map_err(|_| bad_name())?,
-        ty.into(),
-        CLASS::IN.into(),
+        qtype,
+        qclass,
         false,
     ));
     let msg = q.build_bytes_vec().map_err(|_| bad_name())?;
@@ -143,13 +194,7 @@ fn query(stack: &Stack, servers: &[IpAddr], name: &str, ty: TYPE) -> io::Result<
         format!("{name}: no nameserver answered"),
     );
     for server in servers {
-        let any: SocketAddr = if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .expect("literal");
+        let any = SocketAddr::new(crate::bridge::udp::unspecified(server.is_ipv6()), 0);
         let sock = match UdpSocket::bind(stack, any) {
             Ok(s) => s,
             Err(e) => {
@@ -162,10 +207,8 @@ fn query(stack: &Stack, servers: &[IpAddr], name: &str, ty: TYPE) -> io::Result<
                 last = e;
                 break;
             }
-            match answer(&sock, id, ty) {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => return Err(e),
+            if let Some(reply) = reply_to(&sock, id)? {
+                return Ok(reply);
             }
         }
     }
@@ -185,10 +228,10 @@ fn query_id() -> u16 {
     (t.subsec_nanos() ^ std::process::id()) as u16
 }
 
-/// Waits for the reply to query `id`: Some(addresses), None on timeout.
-fn answer(sock: &UdpSocket, id: u16, ty: TYPE) -> io::Result<Option<Vec<IpAddr>>> {
+/// Waits for the reply to query `id`: Some(reply), None on timeout.
+fn reply_to(sock: &UdpSocket, id: u16) -> io::Result<Option<Vec<u8>>> {
     let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 65536];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
@@ -197,26 +240,10 @@ fn answer(sock: &UdpSocket, id: u16, ty: TYPE) -> io::Result<Option<Vec<IpAddr>>
             return Ok(None);
         }
         let (n, _) = sock.recv_from(&mut buf)?;
-        let Ok(p) = Packet::parse(&buf[..n]) else {
-            continue;
-        };
-        if p.id() != id {
-            continue; // a late answer to an earlier try
+        // A late answer to an earlier try has another id.
+        if n >= 12 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            return Ok(Some(buf[..n].to_vec()));
         }
-        return match p.rcode() {
-            RCODE::NoError => Ok(Some(
-                p.answers
-                    .iter()
-                    .filter_map(|rr| match (&rr.rdata, ty) {
-                        (RData::A(a), TYPE::A) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
-                        (RData::AAAA(a), TYPE::AAAA) => Some(IpAddr::V6(a.address.into())),
-                        _ => None,
-                    })
-                    .collect(),
-            )),
-            RCODE::NameError => Err(io::Error::new(io::ErrorKind::NotFound, "no such name")),
-            _ => Ok(None),
-        };
     }
 }
 

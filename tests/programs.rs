@@ -504,6 +504,33 @@ fn names_resolve_through_the_stacks_nameserver() {
     let mut py = Proc::spawn("python-lookup", cmd, dir.path());
     py.wait_ok(SECS(15));
     assert_eq!(py.stdout(), "10.0.0.1 ('10.0.0.1', 80)\n", "{}", py.dump());
+
+    // res_query(3), as programs linked with libresolv use it.
+    let gcc = tool("gcc", "gcc");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/resquery.c");
+    let prog = dir.join("resquery");
+    let built = Command::new(gcc)
+        .arg(&src)
+        .arg("-o")
+        .arg(&prog)
+        .arg("-lresolv")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    for (name, want) in [
+        ("web.test", "10.0.0.1\n"),
+        ("nope.test", "fail h_errno=1\n"),
+    ] {
+        let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.2/24,dns=10.0.0.3"]);
+        cmd.arg(&prog).arg(name);
+        let mut q = Proc::spawn("res_query", cmd, dir.path());
+        q.wait(SECS(15));
+        assert_eq!(q.stdout(), want, "{}", q.dump());
+    }
     assert!(
         dns.stdout().contains("dns: query web.test 1 from 10.0.0.2"),
         "{}",

@@ -74,7 +74,8 @@ pub struct Real {
     ) -> c_int,
 }
 
-fn find(name: &[u8]) -> *mut c_void {
+/// The next definition of the C function `name` (NUL-terminated) after ours: libc's.
+pub fn find(name: &[u8]) -> *mut c_void {
     // SAFETY: name is NUL-terminated; RTLD_NEXT asks for the next definition after ours.
     let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
     if p.is_null() {

@@ -480,3 +480,95 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: the caller's argument.
     unsafe { gethostbyname2(name, libc::AF_INET) }
 }
+
+const NO_DATA: c_int = 4;
+
+/// res_query(3) through the stack: the raw reply to one query, its length, or -1 with
+/// h_errno (HOST_NOT_FOUND, NO_DATA, TRY_AGAIN).
+///
+/// # Safety
+/// `name` is NUL-terminated; `answer` has `anslen` writable bytes.
+unsafe fn query_in(
+    s: &Stack,
+    name: *const c_char,
+    class: c_int,
+    ty: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: as the caller promises.
+    let Some(n) = (unsafe { text(name) }) else {
+        set_h_errno(NO_RECOVERY);
+        return -1;
+    };
+    let reply = match resolve::raw_query(s, n, class as u16, ty as u16) {
+        Ok(r) => r,
+        Err(e) => {
+            set_h_errno(if e.kind() == io::ErrorKind::InvalidInput {
+                NO_RECOVERY
+            } else {
+                TRY_AGAIN
+            });
+            return -1;
+        }
+    };
+    // RCODE is the low nibble of byte 3; ANCOUNT bytes 6-7.
+    let rcode = reply.get(3).map_or(2, |b| b & 0xf);
+    let ancount = reply
+        .get(6..8)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    if rcode == 3 {
+        set_h_errno(HOST_NOT_FOUND);
+        return -1;
+    }
+    if rcode != 0 || ancount == 0 {
+        set_h_errno(if rcode == 0 { NO_DATA } else { TRY_AGAIN });
+        return -1;
+    }
+    if !answer.is_null() && anslen > 0 {
+        let k = reply.len().min(anslen as usize);
+        // SAFETY: answer has anslen >= k writable bytes.
+        unsafe { ptr::copy_nonoverlapping(reply.as_ptr(), answer, k) };
+    }
+    reply.len() as c_int
+}
+
+macro_rules! res_export {
+    ($name:ident, $real:literal) => {
+        /// A res_query(3) family function: through the default stack when there is one.
+        ///
+        /// # Safety
+        /// As res_query(3).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            name: *const c_char,
+            class: c_int,
+            ty: c_int,
+            answer: *mut u8,
+            anslen: c_int,
+        ) -> c_int {
+            match stack() {
+                // SAFETY: the caller's arguments.
+                Some(s) => crate::guard(-1, || unsafe {
+                    query_in(s, name, class, ty, answer, anslen)
+                }),
+                None => {
+                    type F =
+                        unsafe extern "C" fn(*const c_char, c_int, c_int, *mut u8, c_int) -> c_int;
+                    static REAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+                    let f = *REAL.get_or_init(|| {
+                        crate::real::find(concat!($real, "\0").as_bytes()) as usize
+                    });
+                    // SAFETY: f is libc's function of that name, with this C type.
+                    unsafe { std::mem::transmute::<usize, F>(f)(name, class, ty, answer, anslen) }
+                }
+            }
+        }
+    };
+}
+
+// res_search gets no search-domain walk: names are tried as they are.
+res_export!(res_query, "res_query");
+res_export!(res_search, "res_search");
+res_export!(__res_query, "__res_query");
+res_export!(__res_search, "__res_search");
