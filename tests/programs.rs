@@ -118,13 +118,9 @@ fn check_loopback_output(p: &Proc) {
     );
 }
 
-/// One `vdestack run` (loopback only) runs a shell script: a python3 server on [::]:7001 in
-/// the background and a python3 client to 127.0.0.1:7001 share the stack; the server sees
-/// ::ffff:127.0.0.1. A listener on the host's (kernel's) 127.0.0.1 is not reachable from
-/// inside: the stack is not the host's.
-#[test]
-fn loopback_shell_script() {
-    let dir = WorkDir::new();
+/// A python listener on the host's (kernel's) 127.0.0.1, checked reachable from the host;
+/// returns it and its port.
+fn host_listener(dir: &WorkDir) -> (Proc, u16) {
     // The host's listener, on the kernel's loopback.
     let mut host_cmd = Command::new(python3());
     host_cmd.arg("-u").arg("-c").arg(
@@ -153,11 +149,12 @@ while True:
         .unwrap_or_else(|e| panic!("host listener on 127.0.0.1:{port}: {e}"));
     host.wait_for("accepted", SECS(5));
 
-    let mut cmd = run_cmd(None, &[]);
-    loopback_script(&mut cmd, Some(port));
-    let mut p = Proc::spawn("vdestack-run", cmd, dir.path());
-    p.wait_ok(SECS(15));
-    check_loopback_output(&p);
+    (host, port)
+}
+
+/// The stack's own loopback served the script, and the host's listener (which had one
+/// connection, from the host) got nothing from inside.
+fn check_isolated(p: &Proc, host: &Proc, port: u16) {
     assert!(
         p.stdout().contains("probe: refused"),
         "127.0.0.1:{port} of the host must not be reachable from the stack\n{}",
@@ -170,6 +167,22 @@ while True:
         "the host listener got a connection from inside the stack\n{}",
         host.dump()
     );
+}
+
+/// One `vdestack run` (loopback only) runs a shell script: a python3 server on [::]:7001 in
+/// the background and a python3 client to 127.0.0.1:7001 share the stack; the server sees
+/// ::ffff:127.0.0.1. A listener on the host's (kernel's) 127.0.0.1 is not reachable from
+/// inside: the stack is not the host's.
+#[test]
+fn loopback_shell_script() {
+    let dir = WorkDir::new();
+    let (host, port) = host_listener(&dir);
+    let mut cmd = run_cmd(None, &[]);
+    loopback_script(&mut cmd, Some(port));
+    let mut p = Proc::spawn("vdestack-run", cmd, dir.path());
+    p.wait_ok(SECS(15));
+    check_loopback_output(&p);
+    check_isolated(&p, &host, port);
 }
 
 /// Same as `loopback_shell_script` with `vdestack run` and its program running as nobody.
@@ -536,4 +549,35 @@ fn names_resolve_through_the_stacks_nameserver() {
         "{}",
         dns.dump()
     );
+}
+
+/// Without the CLI: a bare `LD_PRELOAD=libvdestack.so` with `VDESTACK_NET` ("" = loopback
+/// only) and `VDESTACK_CMD` makes the first process (the shell) create the stack, and its
+/// descendants (server and client) share it; the host's loopback stays out of reach.
+#[test]
+fn bare_ld_preload_with_a_locator_in_the_environment() {
+    let dir = WorkDir::new();
+    let (host, port) = host_listener(&dir);
+    let lib = programs::vdestack()
+        .parent()
+        .unwrap()
+        .join("libvdestack.so");
+    let mut cmd = Command::new(tool("sh", "dash"));
+    programs::clean_env(&mut cmd);
+    cmd.env("LD_PRELOAD", &lib)
+        .env("VDESTACK_NET", "")
+        .env("VDESTACK_CMD", "ip link set lo up");
+    // loopback_script starts with the program; it is `sh` itself here.
+    let mut script = Command::new("unused");
+    loopback_script(&mut script, Some(port));
+    cmd.args(script.get_args().skip(1));
+    for (k, v) in script.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let mut p = Proc::spawn("ld-preload", cmd, dir.path());
+    p.wait_ok(SECS(15));
+    check_loopback_output(&p);
+    check_isolated(&p, &host, port);
 }
