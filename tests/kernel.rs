@@ -128,4 +128,13 @@ fn tun_link_talks_with_the_kernel_in_a_namespace() {
     let dev = dev_name("u");
     let stack = Stack::new(&format!("tun://{dev}"), None).expect("open the tun (needs root)");
     exchanges(&stack, &ns, &dev, "10.216.0");
+    // An IP-only link has no MAC: show says so (smoltcp panics if asked for one).
+    let show = stack
+        .cmd_output("ip addr show vde0")
+        .expect("ip addr show on a tun stack");
+    assert!(
+        show.contains("<POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP>") && show.contains("link/none"),
+        "{show}"
+    );
+    assert!(show.contains("inet 10.216.0.2/24"), "{show}");
 }

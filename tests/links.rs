@@ -430,3 +430,63 @@ fn vdeplug_switch_killed_mid_connection() {
     });
     assert!(!sw.is_running(), "the switch was killed");
 }
+
+/// One client reaching many new peers in a row pays no address-resolution pause for each:
+/// smoltcp asks for one unknown neighbour per second, so without the engine asking for the
+/// rest itself, 8 connects took 7 s and the first datagram to each new peer waited a second.
+#[test]
+fn a_client_reaches_many_new_peers_without_a_pause_for_each() {
+    let vnl = mem_vnl("many-peers");
+    let client = Stack::new(&vnl, None).unwrap();
+    client
+        .cmd("ip link set vde0 up; ip addr add 10.0.0.100/24 dev vde0")
+        .unwrap();
+    let mut servers = Vec::new();
+    for i in 1..=8 {
+        let s = Stack::new(&vnl, None).unwrap();
+        s.cmd(&format!(
+            "ip link set vde0 up; ip addr add 10.0.0.{i}/24 dev vde0"
+        ))
+        .unwrap();
+        let l = TcpListener::bind(&s, "0.0.0.0:80").unwrap();
+        let u = UdpSocket::bind(&s, "0.0.0.0:53").unwrap();
+        servers.push((s, l, u));
+    }
+    let t = Instant::now();
+    for i in 1..=8 {
+        TcpStream::connect(&client, format!("10.0.0.{i}:80")).unwrap();
+    }
+    let tcp = t.elapsed();
+    assert!(
+        tcp < Duration::from_secs(4),
+        "8 connects to new peers took {tcp:?}"
+    );
+
+    // UDP to 8 more new peers: each first datagram arrives promptly.
+    let mut more = Vec::new();
+    for i in 11..=18 {
+        let s = Stack::new(&vnl, None).unwrap();
+        s.cmd(&format!(
+            "ip link set vde0 up; ip addr add 10.0.0.{i}/24 dev vde0"
+        ))
+        .unwrap();
+        let u = UdpSocket::bind(&s, "0.0.0.0:53").unwrap();
+        more.push((s, u));
+    }
+    let u = UdpSocket::bind(&client, "0.0.0.0:0").unwrap();
+    let t = Instant::now();
+    for i in 11..=18 {
+        u.send_to(b"ping", format!("10.0.0.{i}:53")).unwrap();
+    }
+    for (_, s) in &more {
+        assert!(
+            readable(s, Duration::from_secs(4)),
+            "a first datagram never arrived"
+        );
+    }
+    let udp = t.elapsed();
+    assert!(
+        udp < Duration::from_secs(4),
+        "first datagrams to 8 new peers took {udp:?}"
+    );
+}

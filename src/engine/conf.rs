@@ -339,8 +339,8 @@ fn show(
     };
     let up = if st.link_up { ",UP,LOWER_UP" } else { "" };
     let state = if st.link_up { "UP" } else { "DOWN" };
-    match iface.hardware_addr() {
-        HardwareAddress::Ethernet(mac) => {
+    match st.mac() {
+        Some(mac) => {
             let _ = writeln!(
                 out,
                 "2: {}: <BROADCAST,MULTICAST{up}> mtu {} state {state}",
@@ -353,7 +353,7 @@ fn show(
             );
             let _ = writeln!(out, "    link/ether {mac} brd ff:ff:ff:ff:ff:ff");
         }
-        _ => {
+        None => {
             let _ = writeln!(
                 out,
                 "2: {}: <POINTOPOINT,MULTICAST,NOARP{up}> mtu {} state {state}",

@@ -7,6 +7,7 @@
 
 mod conf;
 pub mod device;
+mod neighbor;
 mod ops;
 pub mod sock;
 pub mod stack;
@@ -289,8 +290,17 @@ impl Engine {
                         return;
                     }
                 };
+                // A request that panics still gets an answer, or its caller would wait forever.
                 let reply = match req {
-                    Ok(req) => self.request(token, req, work),
+                    Ok(req) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.request(token, req, work)
+                    }))
+                    .unwrap_or_else(|_| {
+                        eprintln!(
+                            "vdestack engine: internal error answering a request (recovered)"
+                        );
+                        Some((Reply::Err(libc::EIO), None))
+                    }),
                     Err(e) => Some((Reply::Err(e), None)),
                 };
                 if let Some((reply, fd)) = reply {

@@ -358,6 +358,10 @@ fn connect(
     let Some(set) = st.route(dst) else {
         return err(libc::ENETUNREACH);
     };
+    if set == LINK {
+        st.prime_neighbor(dst, ctx.now);
+    }
+    let s = &st.socks[&id];
     if s.local.is_none() {
         if let Err(e) = bind_port(st, id, None, 0) {
             return err(e);
@@ -689,6 +693,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
             }
         }
     }
+    for ip in routes.to_link.take() {
+        st.prime_neighbor(ip, now);
+    }
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
     for id in unbound_senders {
         moved |= bind_port(st, id, None, 0).is_ok();
@@ -714,6 +721,8 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
 struct RouteView {
     own: Vec<IpAddress>,
     link: bool,
+    /// Destinations routed to the link this round (their neighbours get primed).
+    to_link: std::cell::RefCell<Vec<IpAddr>>,
 }
 
 impl RouteView {
@@ -721,6 +730,7 @@ impl RouteView {
         RouteView {
             own: st.link_addrs().iter().map(|c| c.address()).collect(),
             link: st.iface.is_some() && st.link_up,
+            to_link: Default::default(),
         }
     }
 
@@ -728,6 +738,10 @@ impl RouteView {
         if ip.is_loopback() || self.own.contains(&IpAddress::from(ip)) {
             Some(LO)
         } else if self.link {
+            let mut seen = self.to_link.borrow_mut();
+            if !seen.contains(&ip) {
+                seen.push(ip);
+            }
             Some(LINK)
         } else {
             None

@@ -66,6 +66,8 @@ pub struct NetStack {
     pub scratch: Vec<u8>,
     /// When the stack next needs a poll, if ever.
     pub next_poll: Option<Instant>,
+    /// Neighbours the engine asked for itself (see `neighbor.rs`).
+    pub asked: super::neighbor::Asked,
     rng: u64,
     next_sock: u32,
 }
@@ -141,6 +143,7 @@ impl NetStack {
             held,
             scratch: vec![0; 65536 + crate::bridge::udp::HEADER],
             next_poll: None,
+            asked: Default::default(),
             rng: seed | 1,
             next_sock: 0,
         })
@@ -160,6 +163,19 @@ impl NetStack {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    /// The interface's MAC address; None on an IP-only link (where smoltcp has none to give
+    /// and asking it panics) or without a link.
+    pub fn mac(&self) -> Option<EthernetAddress> {
+        let ethernet = self
+            .link
+            .as_deref()
+            .is_some_and(|l| l.medium() == Medium::Ethernet);
+        match self.iface.as_ref().filter(|_| ethernet)?.hardware_addr() {
+            HardwareAddress::Ethernet(mac) => Some(mac),
+            _ => None,
+        }
     }
 
     /// The stack's own addresses on its link.
