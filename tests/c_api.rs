@@ -6,28 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+#[path = "support/cprog.rs"]
+mod cprog;
+use cprog::{library, need, root};
+
+fn scratch(name: &str) -> PathBuf {
+    cprog::scratch("capi", name)
 }
 
 /// The release build's directory, with the library in it.
 fn release() -> PathBuf {
-    let dir = root().join("target/release");
-    let lib = dir.join("libvdestack.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: build the workspace first (cargo build --release --workspace)",
-        lib.display()
-    );
-    dir
-}
-
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "this test needs `{tool}`: apt-get install {package}");
+    library().parent().expect("target/release").to_path_buf()
 }
 
 fn check(what: &str, o: Output) -> String {
@@ -39,13 +28,6 @@ fn check(what: &str, o: Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vdestack-capi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Installs the release build under `prefix` with scripts/install.

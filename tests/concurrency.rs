@@ -7,37 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The release build's library.
-fn library() -> PathBuf {
-    let lib = root().join("target/release/libvdestack.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: build the workspace first (cargo build --release --workspace)",
-        lib.display()
-    );
-    lib
-}
-
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "this test needs `{tool}`: apt-get install {package}");
-}
+#[path = "support/cprog.rs"]
+mod cprog;
+use cprog::{library, need, root};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "vdestack-concurrency-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    cprog::scratch("concurrency", name)
 }
 
 /// Builds tests/c/`source` in `dir`, linked with -lvdestack against a `lib` directory that
