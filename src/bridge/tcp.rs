@@ -9,6 +9,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 
+use crate::engine::sock::PairReady;
 use crate::sys;
 
 /// Bytes moved per socket per round before giving others a turn.
@@ -60,9 +61,11 @@ pub fn new_socket(rx: usize, tx: usize, nodelay: bool, keepalive: bool) -> tcp::
 impl Conn {
     /// Moves bytes both ways and reports the connection's fate. `connecting` says whether the
     /// handshake is still awaited. `app_closed` says the application closed its last fd.
+    #[allow(clippy::too_many_arguments)]
     pub fn pump(
         &mut self,
         fd: RawFd,
+        pair: &mut PairReady,
         sets: &mut [SocketSet<'static>; 2],
         now: Instant,
         connecting: bool,
@@ -90,6 +93,9 @@ impl Conn {
                 let _ = sock.recv(|b| (b.len(), ()));
                 continue;
             }
+            if !pair.wr {
+                break;
+            }
             let r = sock.recv(|b| match sys::send(fd, b) {
                 Ok(n) => (n, Ok(n)),
                 Err(e) => (0, Err(e)),
@@ -99,7 +105,10 @@ impl Conn {
                     n_out += n;
                     *moved = true;
                 }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pair.wr = false;
+                    break;
+                }
                 Ok(Err(_)) => *app_closed = true, // EPIPE: the app is gone
                 Err(_) => break,
             }
@@ -113,13 +122,16 @@ impl Conn {
         }
         // app → net
         let mut n_in = 0;
-        while !self.app_eof && n_in < ROUND_BYTES {
+        while !self.app_eof && n_in < ROUND_BYTES && pair.rd {
             if sock.state() == State::Closed {
                 // Reset: swallow what the application still writes.
                 match sys::read(fd, &mut [0u8; 4096]) {
                     Ok(0) => self.app_eof = true,
                     Ok(_) => continue,
-                    Err(_) => break,
+                    Err(e) => {
+                        pair.rd = e.kind() != io::ErrorKind::WouldBlock;
+                        break;
+                    }
                 }
                 continue;
             }
@@ -139,6 +151,10 @@ impl Conn {
                 Ok(Ok(n)) => {
                     n_in += n;
                     *moved = true;
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pair.rd = false;
+                    break;
                 }
                 _ => break,
             }

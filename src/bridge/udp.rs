@@ -100,7 +100,7 @@ pub fn pump(
     for (set, h) in u.handles.iter().enumerate() {
         let Some(h) = *h else { continue };
         let sock = sets[set].get_mut::<udp::Socket>(h);
-        while let Ok((data, meta)) = sock.peek() {
+        while let (true, Ok((data, meta))) = (s.pair.wr, sock.peek()) {
             let from = SocketAddr::new(IpAddr::from(meta.endpoint.addr), meta.endpoint.port);
             let from = if v6 { map_v6(from) } else { from };
             let r = match u.peer {
@@ -118,7 +118,10 @@ pub fn pump(
                 }
             };
             match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.pair.wr = false;
+                    break;
+                }
                 _ => {
                     let _ = sock.recv();
                     moved = true;
@@ -143,9 +146,15 @@ pub fn pump(
                 _ => moved = true, // sent, or unaddressable (dropped, as the kernel would)
             }
         }
+        if !s.pair.rd {
+            break;
+        }
         let n = match sys::read(fd, buf) {
             Ok(n) => n,
-            Err(_) => break,
+            Err(e) => {
+                s.pair.rd = e.kind() != io::ErrorKind::WouldBlock;
+                break;
+            }
         };
         let d = &buf[..n];
         if has_header(d) && d[5] == REQUEUE {

@@ -40,6 +40,15 @@ enum Source {
     Sock(u32, u64),
 }
 
+/// What an epoll event says about an fd.
+#[derive(Clone, Copy)]
+struct Readiness {
+    rd: bool,
+    wr: bool,
+    /// The other end is gone.
+    hup: bool,
+}
+
 /// Shared pieces the request handlers and bridges need besides the stack itself.
 pub struct Ctx<'a> {
     pub registry: &'a mio::Registry,
@@ -214,10 +223,14 @@ impl Engine {
             }
             for ev in events.iter() {
                 let t = ev.token().0;
-                let hup = ev.is_write_closed();
+                let ready = Readiness {
+                    rd: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    wr: ev.is_writable() || ev.is_error(),
+                    hup: ev.is_write_closed(),
+                };
                 // A panic here must not kill the engine and every socket with it.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.event(t, hup, &mut work)
+                    self.event(t, ready, &mut work)
                 }));
                 if r.is_err() {
                     eprintln!("vdestack engine: internal error handling an event (recovered)");
@@ -259,7 +272,7 @@ impl Engine {
         }
     }
 
-    fn event(&mut self, token: usize, hup: bool, work: &mut Vec<u32>) {
+    fn event(&mut self, token: usize, ready: Readiness, work: &mut Vec<u32>) {
         match self.sources.get(token) {
             Some(Source::CtlListener(l)) => {
                 let lfd = l.as_raw_fd();
@@ -310,14 +323,14 @@ impl Engine {
             Some(Source::Link(stack)) => work.push(*stack),
             Some(Source::Sock(stack, sock)) => {
                 let (stack, sock) = (*stack, *sock);
-                if hup {
-                    if let Some(s) = self
-                        .stacks
-                        .get_mut(&stack)
-                        .and_then(|st| st.socks.get_mut(&sock))
-                    {
-                        s.app_closed = true;
-                    }
+                if let Some(s) = self
+                    .stacks
+                    .get_mut(&stack)
+                    .and_then(|st| st.socks.get_mut(&sock))
+                {
+                    s.app_closed |= ready.hup;
+                    s.pair.rd |= ready.rd;
+                    s.pair.wr |= ready.wr;
                 }
                 work.push(stack);
             }

@@ -604,7 +604,15 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         let fd = s.fd.as_raw_fd();
         match &mut s.state {
             SockState::Connecting(c) => {
-                match c.pump(fd, &mut st.sets, now, true, &mut s.app_closed, &mut moved) {
+                match c.pump(
+                    fd,
+                    &mut s.pair,
+                    &mut st.sets,
+                    now,
+                    true,
+                    &mut s.app_closed,
+                    &mut moved,
+                ) {
                     Outcome::Established => {
                         let SockState::Connecting(c) =
                             std::mem::replace(&mut s.state, SockState::Fresh)
@@ -635,7 +643,15 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Connected(c) => {
-                match c.pump(fd, &mut st.sets, now, false, &mut s.app_closed, &mut moved) {
+                match c.pump(
+                    fd,
+                    &mut s.pair,
+                    &mut st.sets,
+                    now,
+                    false,
+                    &mut s.app_closed,
+                    &mut moved,
+                ) {
                     Outcome::Failed(e) => {
                         st.sets[c.set].remove(c.handle);
                         s.so_error = e;

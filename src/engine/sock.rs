@@ -78,6 +78,24 @@ pub enum SockState {
     Udp(Udp),
 }
 
+/// Whether the engine's end of a pair may be read or written without EAGAIN.
+///
+/// A bridge clears a flag when a syscall says EAGAIN and an epoll event sets it again, so a
+/// socket with nothing to move costs no syscall when the engine services its stack.
+#[derive(Debug, Clone, Copy)]
+pub struct PairReady {
+    /// The application may have written something (or closed).
+    pub rd: bool,
+    /// The pair may have room for the application.
+    pub wr: bool,
+}
+
+impl Default for PairReady {
+    fn default() -> Self {
+        PairReady { rd: true, wr: true }
+    }
+}
+
 /// One socket of a stack.
 #[derive(Debug)]
 pub struct Sock {
@@ -104,6 +122,8 @@ pub struct Sock {
     pub waiters: Vec<(usize, bool)>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
     pub shut_rd: bool,
+    /// Readiness of the engine's end of the pair, as the last syscall or epoll event left it.
+    pub pair: PairReady,
     /// Where the socket is in its life.
     pub state: SockState,
 }
@@ -138,6 +158,7 @@ impl Sock {
             nonblocking_connect: false,
             waiters: Vec::new(),
             shut_rd: false,
+            pair: PairReady::default(),
             state: if stream {
                 SockState::Fresh
             } else {
