@@ -37,6 +37,16 @@ impl<'a> LinkDevice<'a> {
     }
 }
 
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the engine thread's frame buffer. The engine services one stack at a time,
+/// so one buffer serves them all (thousands of stacks must not hold 64 KiB each).
+pub fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUF.with(|b| f(&mut b.borrow_mut()))
+}
+
 /// Frames a stack holds for a full link before it drops more (replies to received frames
 /// may still come while transmission waits).
 const HELD_MAX: usize = 256;

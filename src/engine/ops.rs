@@ -216,12 +216,26 @@ fn takes(domain: i32, v6only: bool, remote_v4: bool) -> bool {
     }
 }
 
-fn listen_socket(opts: &Opts, ep: IpListenEndpoint, screen: bool) -> tcp::Socket<'static> {
-    let mut t = new_socket(opts.rcvbuf, opts.sndbuf, opts.nodelay, opts.keepalive);
-    // A screening listener answers a SYN only once pump_listener saw its family.
-    t.pause_synack(screen);
+/// A listening socket of a listener's pool. It holds no buffers and its SYN|ACK waits until
+/// pump_listener gives it both (and, for a screening listener, saw the peer's family): idle
+/// listeners cost memory only for the socket itself.
+fn listen_socket(opts: &Opts, ep: IpListenEndpoint) -> tcp::Socket<'static> {
+    let mut t = new_socket(0, 0, opts.nodelay, opts.keepalive);
+    t.pause_synack(true);
     let _ = t.listen(ep);
     t
+}
+
+/// Gives a connection that reached a listener its buffers and lets its SYN|ACK go.
+fn answer_syn(sock: &mut tcp::Socket<'static>, opts: &Opts) {
+    if sock.recv_capacity() == 0 {
+        sock.set_buffers(
+            tcp::SocketBuffer::new(vec![0; opts.rcvbuf]),
+            tcp::SocketBuffer::new(vec![0; opts.sndbuf]),
+        );
+    }
+    sock.set_nagle_enabled(!opts.nodelay);
+    sock.pause_synack(false);
 }
 
 fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
@@ -258,7 +272,7 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     for set in [LINK, LO] {
         if sets[set] {
             for _ in 0..per_set {
-                let t = listen_socket(&s.opts, ep, screen);
+                let t = listen_socket(&s.opts, ep);
                 l.listening.push((set, st.sets[set].add(t)));
             }
         }
@@ -686,7 +700,12 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Udp(_) => {
-                moved |= udp::pump(s, &mut st.sets, &|ip| routes.route(ip), &mut st.scratch);
+                moved |= super::device::with_buf(|buf| {
+                    if buf.len() < 65536 + udp::HEADER {
+                        buf.resize(65536 + udp::HEADER, 0);
+                    }
+                    udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
+                });
                 if s.app_closed {
                     if let SockState::Udp(u) = &s.state {
                         for set in [LINK, LO] {
@@ -789,25 +808,27 @@ fn pump_listener(
         match sock.state() {
             State::Listen => i += 1,
             State::SynReceived => {
-                if l.screen {
-                    if takes(domain, opts.v6only, remote_v4(sock)) {
-                        sock.pause_synack(false);
-                    } else {
-                        strays.push((id, set, h));
-                    }
+                if !sock.synack_paused() {
+                    // answered; waiting for the peer's ACK
+                } else if !l.screen || takes(domain, opts.v6only, remote_v4(sock)) {
+                    answer_syn(sock, opts);
+                    moved = true;
+                } else {
+                    strays.push((id, set, h));
                 }
                 i += 1;
             }
             // A reset still to go out keeps its peer until smoltcp sends it.
             State::Closed if sock.remote_endpoint().is_some() => i += 1,
             State::Closed => {
+                sock.pause_synack(true);
                 let _ = sock.listen(l.endpoint);
                 i += 1;
             }
             _ => {
                 l.listening.swap_remove(i);
                 if l.listening.iter().filter(|e| e.0 == set).count() < l.per_set {
-                    let fresh = listen_socket(opts, l.endpoint, l.screen);
+                    let fresh = listen_socket(opts, l.endpoint);
                     l.listening.push((set, sets[set].add(fresh)));
                 }
                 l.ready.push_back((set, h));
@@ -835,21 +856,20 @@ fn hand_over(st: &mut NetStack, id: u64, set: usize, h: SocketHandle) {
                 })
                 && takes(s.domain, s.opts.v6only, v4) =>
         {
-            Some((s.id, s.opts.nodelay))
+            Some((s.id, s.opts.clone()))
         }
         _ => None,
     });
-    let Some((to, nodelay)) = taker else {
+    let Some((to, opts)) = taker else {
         // Refused: smoltcp sends the reset, then pump_listener listens with it again.
         sock.abort();
         return;
     };
-    sock.set_nagle_enabled(!nodelay);
-    sock.pause_synack(false);
+    answer_syn(sock, &opts);
     if let Some(s) = st.socks.get_mut(&id) {
         if let SockState::Listening(l) = &mut s.state {
             l.listening.retain(|e| *e != (set, h));
-            let fresh = listen_socket(&s.opts, l.endpoint, l.screen);
+            let fresh = listen_socket(&s.opts, l.endpoint);
             l.listening.push((set, st.sets[set].add(fresh)));
         }
     }

@@ -59,11 +59,8 @@ pub struct NetStack {
     pub dhcp: Option<SocketHandle>,
     /// Control connections waiting for a DHCP lease, with their deadline.
     pub dhcp_waiters: Vec<DhcpWait>,
-    pub frame: Vec<u8>,
     /// Frames the link could not take yet.
     pub held: std::collections::VecDeque<Vec<u8>>,
-    /// Room for one datagram read from an application.
-    pub scratch: Vec<u8>,
     /// When the stack next needs a poll, if ever.
     pub next_poll: Option<Instant>,
     /// Neighbours the engine asked for itself (see `neighbor.rs`).
@@ -139,9 +136,7 @@ impl NetStack {
             nameservers: Vec::new(),
             dhcp: None,
             dhcp_waiters: Vec::new(),
-            frame,
             held,
-            scratch: vec![0; 65536 + crate::bridge::udp::HEADER],
             next_poll: None,
             asked: Default::default(),
             rng: seed | 1,
@@ -230,21 +225,24 @@ impl NetStack {
     pub fn poll_ifaces(&mut self, now: Instant) -> bool {
         let mut changed = false;
         if let (Some(iface), Some(link)) = (self.iface.as_mut(), self.link.as_deref_mut()) {
-            if self.link_up {
-                let mut dev = LinkDevice::new(link, &mut self.frame, &mut self.held, self.mtu);
-                changed |= iface.poll(now, &mut dev, &mut self.sets[LINK])
-                    == smoltcp::iface::PollResult::SocketStateChanged;
-            } else {
-                // A down link drops what arrives, as a down NIC does.
-                if self.frame.len() < link.mtu() + 64 {
-                    self.frame.resize(link.mtu() + 64, 0);
-                }
-                for _ in 0..1024 {
-                    if link.recv(&mut self.frame).is_err() {
-                        break;
+            let (held, sets, mtu, up) = (&mut self.held, &mut self.sets, self.mtu, self.link_up);
+            super::device::with_buf(|buf| {
+                if up {
+                    let mut dev = LinkDevice::new(link, buf, held, mtu);
+                    changed |= iface.poll(now, &mut dev, &mut sets[LINK])
+                        == smoltcp::iface::PollResult::SocketStateChanged;
+                } else {
+                    // A down link drops what arrives, as a down NIC does.
+                    if buf.len() < link.mtu() + 64 {
+                        buf.resize(link.mtu() + 64, 0);
+                    }
+                    for _ in 0..1024 {
+                        if link.recv(buf).is_err() {
+                            break;
+                        }
                     }
                 }
-            }
+            });
         }
         for _ in 0..64 {
             let r = self.lo_iface.poll(now, &mut self.lo, &mut self.sets[LO]);

@@ -763,6 +763,30 @@ impl<'a> Socket<'a> {
         self.synack_paused = pause;
     }
 
+    /// vdestack: whether SYN|ACK packets are paused.
+    #[cfg(feature = "socket-tcp-pause-synack")]
+    pub fn synack_paused(&self) -> bool {
+        self.synack_paused
+    }
+
+    /// vdestack: gives a socket its buffers late, while it waits in `Listen` or in
+    /// `SynReceived` with its SYN|ACK paused, so that idle listening sockets hold none.
+    /// The window scale offered in the SYN|ACK follows the new receive buffer.
+    pub fn set_buffers(&mut self, rx_buffer: SocketBuffer<'a>, tx_buffer: SocketBuffer<'a>) {
+        if !(self.rx_buffer.is_empty() && self.tx_buffer.is_empty())
+            || !matches!(self.state, State::Closed | State::Listen | State::SynReceived)
+        {
+            return;
+        }
+        self.rx_buffer = rx_buffer;
+        self.tx_buffer = tx_buffer;
+        let rx_cap_log2 =
+            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        if self.state != State::SynReceived || self.remote_win_scale.is_some() {
+            self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
+        }
+    }
+
     /// Return the current window field value, including scaling according to RFC 1323.
     ///
     /// Used in internal calculations as well as packet generation.
