@@ -28,7 +28,7 @@ fn man_page_strings_configure_the_stack() {
         .expect("the IPv6 example");
     let addrs = out(&s, "ip addr show dev vde0");
     assert!(
-        addrs.contains("vde0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP"),
+        addrs.contains("vde0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 65535 state UP"),
         "{addrs}"
     );
     assert!(
@@ -124,9 +124,9 @@ fn error_paths_have_ips_statuses() {
             "RTNETLINK answers: No such process",
         ),
         (
-            "ip link set vde0 mtu 9000",
+            "ip link set vde0 mtu 70000",
             2,
-            "Error: mtu greater than device maximum (1500).",
+            "Error: mtu greater than device maximum (65535).",
         ),
         (
             "ip link set vde0 address 01:00:5e:00:00:01",

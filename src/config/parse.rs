@@ -138,7 +138,11 @@ fn link_set(args: &[&str]) -> Result<Command> {
             "down" => change.up = Some(false),
             "mtu" => {
                 let v = value(&mut it, w)?;
-                let mtu = v.parse().ok().filter(|m| (68..=65535).contains(m));
+                let mtu = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|m| *m >= 68)
+                    .map(|m| m as usize);
                 change.mtu = Some(mtu.ok_or_else(|| {
                     usage(format!(
                         "Error: argument \"{v}\" is wrong: Invalid \"mtu\" value"

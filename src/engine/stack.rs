@@ -106,7 +106,12 @@ impl NetStack {
         let mut link = link::open(vnl, wake)?;
         let mut frame = Vec::new();
         let mut held = Default::default();
-        let mtu = 1500;
+        // As Linux gives a new NIC: 1500 on Ethernet, the link's own size where it is smaller
+        // (or larger, on mem:// whose members are all ours).
+        let mtu = link.as_deref().map_or(1500, |l| match l.medium() {
+            Medium::Ethernet => l.mtu() - 14,
+            Medium::Ip => l.mtu(),
+        });
         let iface = link.as_deref_mut().map(|l| {
             let hw = match l.medium() {
                 Medium::Ethernet => HardwareAddress::Ethernet(EthernetAddress(mac_for(id, seed))),
@@ -206,6 +211,10 @@ impl NetStack {
     /// Keeps the loopback interface's copy of the link addresses in step.
     pub fn sync_lo_addrs(&mut self) {
         let own = self.link_addrs();
+        if let Some(link) = self.link.as_deref_mut() {
+            let ips: Vec<std::net::IpAddr> = own.iter().map(|c| c.address().into()).collect();
+            link.set_addrs(&ips);
+        }
         self.lo_iface.update_ip_addrs(|a| {
             a.clear();
             let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));

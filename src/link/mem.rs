@@ -1,23 +1,33 @@
 //! `mem://NAME`: an in-process Ethernet segment. Stacks of one process that open the same
 //! NAME hear each other; a frame is handed from one stack's queue to another's with no
-//! syscall. The segment learns source MACs like a switch, so unicast frames reach one member.
+//! syscall. The segment learns source MACs like a switch, so unicast frames reach one member,
+//! and it knows its members' IPv4 addresses, so an ARP request reaches only the member that
+//! owns the address asked for (a broadcast to 10,000 stacks would wake every one of them).
+//! Its MTU is 65535, as a loopback's: every member is one of our stacks.
 //!
 //! Segments live in the engine thread (thread-local), as do all links.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use super::{Link, Medium, Wake};
 
-/// Frames a member may have waiting before the segment drops more (a full NIC ring).
-const QUEUE_FRAMES: usize = 4096;
-/// Frame size: a 1500-byte MTU plus the Ethernet header.
-const FRAME: usize = 1514;
+/// Bytes a member may have waiting before the segment drops more (a full NIC ring).
+const QUEUE_BYTES: usize = 4 << 20;
+/// Frame size: a 65535-byte MTU plus the Ethernet header.
+const FRAME: usize = 65535 + 14;
 
-type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
+#[derive(Default)]
+struct Frames {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+type Queue = Rc<RefCell<Frames>>;
 
 struct Member {
     queue: Queue,
@@ -28,7 +38,29 @@ struct Member {
 struct Segment {
     members: HashMap<u64, Member>,
     macs: HashMap<[u8; 6], u64>,
+    /// Who owns each IPv4 address (several members when misconfigured alike).
+    owners: HashMap<Ipv4Addr, Vec<u64>>,
     next: u64,
+}
+
+impl Segment {
+    fn forget_addrs(&mut self, id: u64) {
+        self.owners.retain(|_, ids| {
+            ids.retain(|m| *m != id);
+            !ids.is_empty()
+        });
+    }
+}
+
+/// The address an ARP request asks for, if `frame` is one.
+fn arp_request_target(frame: &[u8]) -> Option<Ipv4Addr> {
+    let is_arp = frame.len() >= 42 && frame[12..14] == [0x08, 0x06];
+    if is_arp && frame[20..22] == [0, 1] {
+        let t: [u8; 4] = frame[38..42].try_into().ok()?;
+        Some(Ipv4Addr::from(t))
+    } else {
+        None
+    }
 }
 
 thread_local! {
@@ -91,11 +123,12 @@ impl Link for MemLink {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let frame = self
-            .queue
-            .borrow_mut()
-            .pop_front()
-            .ok_or(io::ErrorKind::WouldBlock)?;
+        let frame = {
+            let mut q = self.queue.borrow_mut();
+            let f = q.frames.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+            q.bytes -= f.len();
+            f
+        };
         let n = frame.len().min(buf.len());
         buf[..n].copy_from_slice(&frame[..n]);
         Ok(n)
@@ -118,13 +151,18 @@ impl Link for MemLink {
         };
         let deliver = |m: &Member| {
             let mut q = m.queue.borrow_mut();
-            if q.len() < QUEUE_FRAMES {
-                let was_empty = q.is_empty();
-                q.push_back(frame.to_vec());
+            if q.bytes + frame.len() <= QUEUE_BYTES {
+                let was_empty = q.frames.is_empty();
+                q.frames.push_back(frame.to_vec());
+                q.bytes += frame.len();
                 if was_empty {
                     m.wake.wake();
                 }
             }
+        };
+        let owners = match (unicast_to, arp_request_target(frame)) {
+            (None, Some(ip)) => seg.owners.get(&ip),
+            _ => None,
         };
         match unicast_to {
             Some(id) if id != self.id => {
@@ -133,6 +171,13 @@ impl Link for MemLink {
                 }
             }
             Some(_) => {}
+            None if owners.is_some() => {
+                for id in owners.into_iter().flatten() {
+                    if let Some(m) = seg.members.get(id).filter(|_| *id != self.id) {
+                        deliver(m);
+                    }
+                }
+            }
             None => {
                 for (id, m) in &seg.members {
                     if *id != self.id {
@@ -143,6 +188,16 @@ impl Link for MemLink {
         }
         Ok(())
     }
+
+    fn set_addrs(&mut self, addrs: &[IpAddr]) {
+        let mut seg = self.segment.borrow_mut();
+        seg.forget_addrs(self.id);
+        for a in addrs {
+            if let IpAddr::V4(v4) = a {
+                seg.owners.entry(*v4).or_default().push(self.id);
+            }
+        }
+    }
 }
 
 impl Drop for MemLink {
@@ -152,6 +207,7 @@ impl Drop for MemLink {
             seg.members.remove(&self.id);
             let id = self.id;
             seg.macs.retain(|_, m| *m != id);
+            seg.forget_addrs(id);
             seg.members.is_empty()
         };
         if empty {

@@ -36,6 +36,9 @@ pub trait Link {
     /// engine keeps it and stops transmitting until [`Link::poll_fd`] is writable, as a NIC
     /// with a full ring would. Other errors drop the frame.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Tells the link the stack's addresses on it, whenever they change. A link that knows
+    /// its members' addresses (mem://) delivers an ARP request only to the address's owner.
+    fn set_addrs(&mut self, _addrs: &[std::net::IpAddr]) {}
 }
 
 /// How an in-process link tells the engine that a stack has frames waiting.
