@@ -215,3 +215,50 @@ impl Drop for MemLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(seg: &str, n: usize, ready: &Rc<RefCell<Vec<usize>>>) -> MemLink {
+        let wake = Wake {
+            stack: n,
+            ready: ready.clone(),
+        };
+        MemLink::open(seg, wake).unwrap()
+    }
+
+    fn arp_request(target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0u8; 42];
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f[20..22].copy_from_slice(&[0, 1]);
+        f[38..42].copy_from_slice(&target);
+        f
+    }
+
+    #[test]
+    fn arp_requests_reach_only_the_owner_unless_unknown() {
+        let ready = Rc::default();
+        let mut a = member("arp-test", 1, &ready);
+        let mut b = member("arp-test", 2, &ready);
+        let mut c = member("arp-test", 3, &ready);
+        b.set_addrs(&["10.0.0.2".parse().unwrap()]);
+        c.set_addrs(&["10.0.0.3".parse().unwrap()]);
+        let mut buf = [0u8; 64];
+        a.send(&arp_request([10, 0, 0, 3])).unwrap();
+        assert!(b.recv(&mut buf).is_err(), "b does not own 10.0.0.3");
+        assert_eq!(c.recv(&mut buf).unwrap(), 42);
+        // An address nobody registered is asked of everyone.
+        a.send(&arp_request([10, 0, 0, 9])).unwrap();
+        assert_eq!(b.recv(&mut buf).unwrap(), 42);
+        assert_eq!(c.recv(&mut buf).unwrap(), 42);
+        // A member that drops an address stops getting its requests; a new owner gets them.
+        c.set_addrs(&[]);
+        b.set_addrs(&["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]);
+        a.send(&arp_request([10, 0, 0, 3])).unwrap();
+        assert_eq!(b.recv(&mut buf).unwrap(), 42);
+        assert!(c.recv(&mut buf).is_err());
+    }
+}
