@@ -1,8 +1,14 @@
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 use managed::ManagedSlice;
 
 use super::socket_meta::Meta;
-use crate::socket::{AnySocket, Socket};
+use crate::socket::{AnySocket, PollAt, Socket};
+use crate::wire::IpEndpoint;
+
+/// vdestack: a TCP connection's (local, remote) endpoints, the key of the demux index.
+pub(crate) type TcpKey = (IpEndpoint, IpEndpoint);
 
 /// Opaque struct with space for storing one socket.
 ///
@@ -22,6 +28,26 @@ impl<'a> SocketStorage<'a> {
 pub(crate) struct Item<'a> {
     pub(crate) meta: Meta,
     pub(crate) socket: Socket<'a>,
+    /// vdestack: the socket may have something to send, so egress must look at it (set by
+    /// `get_mut` and by ingress; cleared when egress dispatched it).
+    pub(crate) egress_dirty: bool,
+    /// vdestack: the socket's `poll_at` after its last dispatch, valid while not dirty.
+    pub(crate) cached_poll_at: PollAt,
+    /// vdestack: listed in the set's `touched` list since the user last took it.
+    pub(crate) touched: bool,
+    /// vdestack: the key under which the TCP demux index knows this socket.
+    pub(crate) indexed: Option<TcpKey>,
+}
+
+impl Item<'_> {
+    /// vdestack: ingress or a timer changed the socket: egress and the user should look.
+    pub(crate) fn mark(&mut self, touched: &mut Vec<SocketHandle>) {
+        self.egress_dirty = true;
+        if !self.touched {
+            self.touched = true;
+            touched.push(self.meta.handle);
+        }
+    }
 }
 
 /// A handle, identifying a socket in an Interface.
@@ -43,6 +69,13 @@ impl fmt::Display for SocketHandle {
 #[derive(Debug)]
 pub struct SocketSet<'a> {
     sockets: ManagedSlice<'a, SocketStorage<'a>>,
+    /// vdestack: empty slots, so `add` does not scan thousands of sockets.
+    free: Vec<usize>,
+    /// vdestack: sockets that ingress or egress changed since the user last took the list.
+    pub(crate) touched: Vec<SocketHandle>,
+    /// vdestack: TCP sockets by 4-tuple, so a segment finds its socket without visiting
+    /// every socket. A cache: entries are checked with `accepts` before use.
+    pub(crate) tcp_index: BTreeMap<TcpKey, SocketHandle>,
 }
 
 impl<'a> SocketSet<'a> {
@@ -52,7 +85,62 @@ impl<'a> SocketSet<'a> {
         SocketsT: Into<ManagedSlice<'a, SocketStorage<'a>>>,
     {
         let sockets = sockets.into();
-        SocketSet { sockets }
+        SocketSet {
+            sockets,
+            free: Vec::new(),
+            touched: Vec::new(),
+            tcp_index: BTreeMap::new(),
+        }
+    }
+
+    /// vdestack: takes the handles of the sockets that received something or whose timers
+    /// ran since the last call; only those can have changed without the user's doing.
+    pub fn take_touched(&mut self) -> Vec<SocketHandle> {
+        let list = core::mem::take(&mut self.touched);
+        for h in &list {
+            if let Some(item) = self.sockets.get_mut(h.0).and_then(|s| s.inner.as_mut()) {
+                item.touched = false;
+            }
+        }
+        list
+    }
+
+    /// vdestack: the socket changed by ingress: egress and the user should look at it.
+    pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
+        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+            item.mark(&mut self.touched);
+        }
+    }
+
+    /// vdestack: the socket was dispatched: the user should look at it.
+    pub(crate) fn mark_touched(&mut self, handle: SocketHandle) {
+        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+            if !item.touched {
+                item.touched = true;
+                self.touched.push(handle);
+            }
+        }
+    }
+
+    /// vdestack: files a TCP socket under its current 4-tuple (or under none).
+    pub(crate) fn reindex(&mut self, handle: SocketHandle, tuple: Option<TcpKey>) {
+        let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) else {
+            return;
+        };
+        if let Some(old) = item.indexed.take() {
+            if self.tcp_index.get(&old) == Some(&handle) {
+                self.tcp_index.remove(&old);
+            }
+        }
+        if let Some(key) = tuple {
+            item.indexed = Some(key);
+            self.tcp_index.insert(key, handle);
+        }
+    }
+
+    /// vdestack: the live item at `handle`, if any.
+    pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
+        self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut())
     }
 
     /// Add a socket to the set, and return its handle.
@@ -66,16 +154,32 @@ impl<'a> SocketSet<'a> {
             let mut meta = Meta::default();
             meta.handle = handle;
             *slot = SocketStorage {
-                inner: Some(Item { meta, socket }),
+                inner: Some(Item {
+                    meta,
+                    socket,
+                    egress_dirty: true,
+                    cached_poll_at: PollAt::Now,
+                    touched: false,
+                    indexed: None,
+                }),
             };
             handle
         }
 
         let socket = socket.upcast();
 
-        for (index, slot) in self.sockets.iter_mut().enumerate() {
-            if slot.inner.is_none() {
-                return put(index, slot, socket);
+        while let Some(index) = self.free.pop() {
+            if let Some(slot) = self.sockets.get_mut(index) {
+                if slot.inner.is_none() {
+                    return put(index, slot, socket);
+                }
+            }
+        }
+        if let ManagedSlice::Borrowed(_) = &self.sockets {
+            for (index, slot) in self.sockets.iter_mut().enumerate() {
+                if slot.inner.is_none() {
+                    return put(index, slot, socket);
+                }
             }
         }
 
@@ -111,8 +215,11 @@ impl<'a> SocketSet<'a> {
     /// or the socket has the wrong type.
     pub fn get_mut<T: AnySocket<'a>>(&mut self, handle: SocketHandle) -> &mut T {
         match self.sockets[handle.0].inner.as_mut() {
-            Some(item) => T::downcast_mut(&mut item.socket)
-                .expect("handle refers to a socket of a wrong type"),
+            Some(item) => {
+                item.egress_dirty = true;
+                T::downcast_mut(&mut item.socket)
+                    .expect("handle refers to a socket of a wrong type")
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -124,7 +231,15 @@ impl<'a> SocketSet<'a> {
     pub fn remove(&mut self, handle: SocketHandle) -> Socket<'a> {
         net_trace!("[{}]: removing", handle.0);
         match self.sockets[handle.0].inner.take() {
-            Some(item) => item.socket,
+            Some(item) => {
+                if let Some(key) = item.indexed {
+                    if self.tcp_index.get(&key) == Some(&handle) {
+                        self.tcp_index.remove(&key);
+                    }
+                }
+                self.free.push(handle.0);
+                item.socket
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -136,7 +251,10 @@ impl<'a> SocketSet<'a> {
 
     /// Get a mutable iterator to the inner sockets.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (SocketHandle, &mut Socket<'a>)> {
-        self.items_mut().map(|i| (i.meta.handle, &mut i.socket))
+        self.items_mut().map(|i| {
+            i.egress_dirty = true;
+            (i.meta.handle, &mut i.socket)
+        })
     }
 
     /// Iterate every socket in this set.

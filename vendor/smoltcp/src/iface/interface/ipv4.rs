@@ -160,10 +160,10 @@ impl InterfaceInner {
                 && matches!(self.caps.medium, Medium::Ethernet)
             {
                 let udp_packet = check!(UdpPacket::new_checked(ip_payload));
-                if let Some(dhcp_socket) = sockets
-                    .items_mut()
-                    .find_map(|i| Dhcpv4Socket::downcast_mut(&mut i.socket))
-                {
+                if let Some((h, dhcp_socket)) = sockets.items_mut().find_map(|i| {
+                    let h = i.meta.handle;
+                    Dhcpv4Socket::downcast_mut(&mut i.socket).map(|s| (h, s))
+                }) {
                     // First check for source and dest ports, then do `UdpRepr::parse` if they match.
                     // This way we avoid validating the UDP checksum twice for all non-DHCP UDP packets (one here, one in `process_udp`)
                     if udp_packet.src_port() == dhcp_socket.server_port
@@ -175,6 +175,7 @@ impl InterfaceInner {
                             &ipv4_repr.dst_addr.into(),
                             &self.caps.checksum
                         ));
+                        self.reached.push(h);
                         dhcp_socket.process(self, &ipv4_repr, &udp_repr, udp_packet.payload());
                         return None;
                     }
@@ -330,11 +331,12 @@ impl InterfaceInner {
         let mut handled_by_icmp_socket = false;
 
         #[cfg(all(feature = "socket-icmp", feature = "proto-ipv4"))]
-        for icmp_socket in _sockets
-            .items_mut()
-            .filter_map(|i| icmp::Socket::downcast_mut(&mut i.socket))
-        {
+        for (h, icmp_socket) in _sockets.items_mut().filter_map(|i| {
+            let h = i.meta.handle;
+            icmp::Socket::downcast_mut(&mut i.socket).map(|s| (h, s))
+        }) {
             if icmp_socket.accepts_v4(self, &ip_repr, &icmp_repr) {
+                self.reached.push(h);
                 icmp_socket.process_v4(self, &ip_repr, &icmp_repr);
                 handled_by_icmp_socket = true;
             }

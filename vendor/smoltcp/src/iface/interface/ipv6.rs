@@ -385,11 +385,12 @@ impl InterfaceInner {
         #[cfg(feature = "socket-icmp")]
         {
             use crate::socket::icmp::Socket as IcmpSocket;
-            for icmp_socket in _sockets
-                .items_mut()
-                .filter_map(|i| IcmpSocket::downcast_mut(&mut i.socket))
-            {
+            for (h, icmp_socket) in _sockets.items_mut().filter_map(|i| {
+                let h = i.meta.handle;
+                IcmpSocket::downcast_mut(&mut i.socket).map(|s| (h, s))
+            }) {
                 if icmp_socket.accepts_v6(self, &ip_repr, &icmp_repr) {
+                    self.reached.push(h);
                     icmp_socket.process_v6(self, &ip_repr, &icmp_repr);
                     handled_by_icmp_socket = true;
                 }

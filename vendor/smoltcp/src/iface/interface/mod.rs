@@ -37,7 +37,7 @@ use super::fragmentation::{Fragmenter, FragmentsBuffer};
 
 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
 use super::neighbor::{Answer as NeighborAnswer, Cache as NeighborCache};
-use super::socket_set::SocketSet;
+use super::socket_set::{SocketHandle, SocketSet};
 use crate::config::{
     IFACE_MAX_ADDR_COUNT, IFACE_MAX_PREFIX_COUNT, IFACE_MAX_SIXLOWPAN_ADDRESS_CONTEXT_COUNT,
 };
@@ -155,6 +155,8 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// vdestack: sockets the packet being processed reached (marked dirty afterwards).
+    reached: alloc::vec::Vec<SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -270,6 +272,7 @@ impl Interface {
             },
             fragmenter: Fragmenter::new(),
             inner: InterfaceInner {
+                reached: alloc::vec::Vec::new(),
                 now,
                 caps,
                 hardware_addr: config.hardware_addr,
@@ -603,7 +606,11 @@ impl Interface {
         let mut res = sockets
             .items()
             .filter_map(|item| {
-                let socket_poll_at = item.socket.poll_at(&mut self.inner);
+                let socket_poll_at = if item.egress_dirty {
+                    item.socket.poll_at(&mut self.inner)
+                } else {
+                    item.cached_poll_at
+                };
                 match item.meta.poll_at(
                     socket_poll_at,
                     |ip_addr| self.inner.has_neighbor(&ip_addr),
@@ -641,6 +648,18 @@ impl Interface {
     }
 
     fn socket_ingress(
+        &mut self,
+        device: &mut (impl Device + ?Sized),
+        sockets: &mut SocketSet<'_>,
+    ) -> PollIngressSingleResult {
+        let r = self.socket_ingress_one(device, sockets);
+        for h in core::mem::take(&mut self.inner.reached) {
+            sockets.mark_dirty(h);
+        }
+        r
+    }
+
+    fn socket_ingress_one(
         &mut self,
         device: &mut (impl Device + ?Sized),
         sockets: &mut SocketSet<'_>,
@@ -722,7 +741,18 @@ impl Interface {
         }
 
         let mut result = PollResult::None;
+        let now = self.inner.now;
+        let mut dispatched = alloc::vec::Vec::new();
         for item in sockets.items_mut() {
+            // vdestack: a socket nobody touched since its last dispatch sleeps until the time
+            // that dispatch left it: visiting it costs two comparisons, not a dispatch.
+            if !item.egress_dirty {
+                match item.cached_poll_at {
+                    PollAt::Ingress => continue,
+                    PollAt::Time(t) if t > now => continue,
+                    _ => {}
+                }
+            }
             if !item
                 .meta
                 .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
@@ -807,8 +837,16 @@ impl Interface {
                 }),
             };
 
+            // vdestack: the dispatch ran (a packet may have gone, a timer may have fired).
+            item.egress_dirty = false;
+            item.cached_poll_at = item.socket.poll_at(&mut self.inner);
+            dispatched.push(item.meta.handle);
+
             match result {
-                Err(EgressError::Exhausted) => break, // Device buffer full.
+                Err(EgressError::Exhausted) => {
+                    item.egress_dirty = true;
+                    break; // Device buffer full.
+                }
                 Err(EgressError::Dispatch) => {
                     // `NeighborCache` already takes care of rate limiting the neighbor discovery
                     // requests from the socket. However, without an additional rate limiting
@@ -821,6 +859,9 @@ impl Interface {
                 }
                 Ok(()) => {}
             }
+        }
+        for h in dispatched {
+            sockets.mark_touched(h);
         }
         result
     }
@@ -971,11 +1012,12 @@ impl InterfaceInner {
         let mut handled_by_raw_socket = false;
 
         // Pass every IP packet to all raw sockets we have registered.
-        for raw_socket in sockets
-            .items_mut()
-            .filter_map(|i| raw::Socket::downcast_mut(&mut i.socket))
-        {
+        for (h, raw_socket) in sockets.items_mut().filter_map(|i| {
+            let h = i.meta.handle;
+            raw::Socket::downcast_mut(&mut i.socket).map(|s| (h, s))
+        }) {
             if raw_socket.accepts(ip_repr) {
+                self.reached.push(h);
                 raw_socket.process(self, ip_repr, ip_payload);
                 handled_by_raw_socket = true;
             }

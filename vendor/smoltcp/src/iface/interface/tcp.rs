@@ -29,15 +29,40 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
-        for tcp_socket in sockets
-            .items_mut()
-            .filter_map(|i| Socket::downcast_mut(&mut i.socket))
-        {
-            if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
-                return tcp_socket
-                    .process(self, &ip_repr, &tcp_repr)
-                    .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+        // vdestack: the demux index first; every socket only when it misses (a SYN for a
+        // listener, a connection's first segment).
+        let key = (
+            IpEndpoint::new(ip_repr.dst_addr(), tcp_repr.dst_port),
+            IpEndpoint::new(ip_repr.src_addr(), tcp_repr.src_port),
+        );
+        let mut found = sockets.tcp_index.get(&key).copied().filter(|h| {
+            sockets
+                .item_mut(*h)
+                .and_then(|i| tcp::Socket::downcast_mut(&mut i.socket))
+                .is_some_and(|s| s.accepts(self, &ip_repr, &tcp_repr))
+        });
+        if found.is_none() {
+            found = sockets.items_mut().find_map(|i| {
+                let h = i.meta.handle;
+                Socket::downcast_mut(&mut i.socket)
+                    .is_some_and(|s: &mut tcp::Socket| s.accepts(self, &ip_repr, &tcp_repr))
+                    .then_some(h)
+            });
+        }
+        if let Some(h) = found {
+            self.reached.push(h);
+            let item = sockets.item_mut(h)?;
+            let tcp_socket = tcp::Socket::downcast_mut(&mut item.socket)?;
+            let r = tcp_socket
+                .process(self, &ip_repr, &tcp_repr)
+                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+            let tuple = tcp_socket
+                .local_endpoint()
+                .zip(tcp_socket.remote_endpoint());
+            if tuple != item.indexed.map(|(l, r)| (l, r)) {
+                sockets.reindex(h, tuple);
             }
+            return r;
         }
 
         if tcp_repr.control == TcpControl::Rst

@@ -25,22 +25,24 @@ impl InterfaceInner {
         ));
 
         #[cfg(feature = "socket-udp")]
-        for udp_socket in sockets
-            .items_mut()
-            .filter_map(|i| UdpSocket::downcast_mut(&mut i.socket))
-        {
+        for (h, udp_socket) in sockets.items_mut().filter_map(|i| {
+            let h = i.meta.handle;
+            UdpSocket::downcast_mut(&mut i.socket).map(|s| (h, s))
+        }) {
             if udp_socket.accepts(self, &ip_repr, &udp_repr) {
+                self.reached.push(h);
                 udp_socket.process(self, meta, &ip_repr, &udp_repr, udp_packet.payload());
                 return None;
             }
         }
 
         #[cfg(feature = "socket-dns")]
-        for dns_socket in sockets
-            .items_mut()
-            .filter_map(|i| DnsSocket::downcast_mut(&mut i.socket))
-        {
+        for (h, dns_socket) in sockets.items_mut().filter_map(|i| {
+            let h = i.meta.handle;
+            DnsSocket::downcast_mut(&mut i.socket).map(|s| (h, s))
+        }) {
             if dns_socket.accepts(&ip_repr, &udp_repr) {
+                self.reached.push(h);
                 dns_socket.process(self, &ip_repr, &udp_repr, udp_packet.payload());
                 return None;
             }
