@@ -181,3 +181,14 @@ fn a_program_built_for_debians_libvdestack_runs_on_ours() {
     assert_eq!(out, "ok\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A nonblocking connect as an event loop does it (tests/c/nbconnect.c): no POLLOUT before
+/// the outcome is known (a silent host, a late peer), then POLLOUT or an edge-triggered
+/// EPOLLOUT, and SO_ERROR answering at once: 0, ETIMEDOUT, ECONNREFUSED; early bytes kept.
+#[test]
+fn a_nonblocking_connect_polls_writable_when_its_outcome_is_known() {
+    let dir = scratch("nbconnect");
+    let (prog, lib) = cprog::build(&dir, "nbconnect.c");
+    cprog::run(&dir, &prog, &lib, &[], Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}
