@@ -110,3 +110,13 @@ pub fn run(dir: &Path, prog: &Path, lib: &Path, args: &[&str], limit: Duration) 
     );
     eprintln!("{what}: ok in {:.2?}; {}", t.elapsed(), stderr.trim());
 }
+
+/// The path of `tool`, failing with the Debian package to install when it is missing.
+pub fn tool_path(tool: &str, package: &str) -> PathBuf {
+    need(tool, package);
+    let o = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
