@@ -77,14 +77,48 @@ pub fn apply_flags(fd: &OwnedFd, flags: i32) -> io::Result<()> {
 }
 
 /// connect(2): blocks until the connection is up or failed, unless the fd is nonblocking,
-/// in which case it answers EINPROGRESS (the outcome then comes through SO_ERROR).
+/// in which case it answers EINPROGRESS; then, as on a kernel socket, the fd polls writable
+/// once the outcome is known, and SO_ERROR tells it.
+///
+/// How: after EINPROGRESS this writes padding into the pair, more than a quarter of its
+/// SO_SNDBUF, which makes it unwritable (an AF_UNIX stream socket is writable while 4 × its
+/// unread bytes ≤ SO_SNDBUF); the engine drops the padding, and only it, when the outcome
+/// is known. Bytes the program writes meanwhile follow the padding and go out once connected.
 pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     let wait = !sys::is_nonblocking(fd);
-    call(fd, |sock| Request::Connect { sock, addr, wait })?;
-    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_DGRAM {
-        requeue_from_peer(fd, addr);
+    let stream = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_STREAM;
+    let pad = if stream && !wait {
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize / 4 + 1
+    } else {
+        0
+    };
+    let r = call(fd, |sock| Request::Connect {
+        sock,
+        addr,
+        wait,
+        pad: pad as u32,
+    });
+    match r {
+        Err(e) if pad > 0 && e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            // Written after the reply, so that it cannot be taken for data if the socket was
+            // connected already. Less than half of SO_SNDBUF is one write: all of it or none.
+            let written = sys::send(fd, &vec![0u8; pad]).unwrap_or(0);
+            if written != pad {
+                call(fd, |sock| Request::Padded {
+                    sock,
+                    bytes: written as u32,
+                })?;
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            if !stream {
+                requeue_from_peer(fd, addr);
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// After a UDP connect: the datagrams already waiting carry the address header of an

@@ -181,3 +181,79 @@ fn a_program_built_for_debians_libvdestack_runs_on_ours() {
     assert_eq!(out, "ok\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A nonblocking connect as an event loop does it (tests/c/nbconnect.c): no POLLOUT before
+/// the outcome is known (a silent host, a late peer), then POLLOUT or an edge-triggered
+/// EPOLLOUT, and SO_ERROR answering at once: 0, ETIMEDOUT, ECONNREFUSED; early bytes kept.
+#[test]
+fn a_nonblocking_connect_polls_writable_when_its_outcome_is_known() {
+    let dir = scratch("nbconnect");
+    let (prog, lib) = cprog::build(&dir, "nbconnect.c");
+    cprog::run(&dir, &prog, &lib, &[], Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// send/recv and friends on kernel sockets (and on stack ones) make no syscall besides their
+/// own: the library remembers which fds are stack fds. Counted with strace between two
+/// getppid() calls that tests/c/fdcache.c makes around the calls.
+#[test]
+fn send_and_recv_make_no_extra_syscalls() {
+    let strace = cprog::tool_path("strace", "strace");
+    let dir = scratch("fdcount");
+    let (prog, lib) = cprog::build(&dir, "fdcache.c");
+    let trace = dir.join("trace");
+    let o = Command::new(strace)
+        .args([
+            "-f",
+            "-qq",
+            "-ff",
+            "-e",
+            "trace=getsockopt,getpeername,getppid",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(&prog)
+        .arg("count")
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = check("fdcache count under strace", o);
+    assert_eq!(out, "ok\n", "stderr: {stderr}");
+    let pid: u32 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the program's stderr: {stderr}"));
+    let main = std::fs::read_to_string(format!("{}.{pid}", trace.display())).unwrap();
+    let lines: Vec<&str> = main.lines().collect();
+    let marks: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("getppid("))
+        .collect();
+    assert_eq!(marks.len(), 2, "two getppid() marks in the trace:\n{main}");
+    let extra: Vec<&str> = lines[marks[0] + 1..marks[1]].to_vec();
+    assert!(
+        extra.is_empty(),
+        "{} getsockopt/getpeername calls among 600 sends and receives, e.g.:\n{}",
+        extra.len(),
+        extra[..extra.len().min(5)].join("\n")
+    );
+    // The setup before the mark did ask about fds: the trace sees the library's calls.
+    assert!(
+        lines[..marks[0]]
+            .iter()
+            .any(|l| l.starts_with("getpeername(")),
+        "no getpeername at all in the setup: is strace tracing the library?\n{main}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An fd number that held a stack socket and then a kernel one, and back, through close,
+/// fclose, dup2/dup3 over a stack fd and fcntl(F_DUPFD): each call does what the fd now is.
+#[test]
+fn a_reused_fd_number_is_what_it_now_holds() {
+    let dir = scratch("fdreuse");
+    let (prog, lib) = cprog::build(&dir, "fdcache.c");
+    cprog::run(&dir, &prog, &lib, &["reuse"], Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,88 +3,15 @@
 //! the classic fork-per-connection server. Each is a C program (tests/c/threads.c,
 //! tests/c/procs.c) built against shim/include and run on the release build's library.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[path = "support/cprog.rs"]
 mod cprog;
-use cprog::{library, need, root};
+use cprog::{build, run};
 
 fn scratch(name: &str) -> PathBuf {
     cprog::scratch("concurrency", name)
-}
-
-/// Builds tests/c/`source` in `dir`, linked with -lvdestack against a `lib` directory that
-/// holds our library under its soname (and the bare name the linker looks for). Returns the
-/// program and the directory for LD_LIBRARY_PATH.
-fn build(dir: &Path, source: &str) -> (PathBuf, PathBuf) {
-    need("gcc", "gcc");
-    let so = library();
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    for name in ["libvdestack.so.0", "libvdestack.so"] {
-        std::os::unix::fs::symlink(&so, lib.join(name)).unwrap();
-    }
-    let prog = dir.join(source.trim_end_matches(".c"));
-    let o = Command::new("gcc")
-        .args(["-O2", "-Wall", "-pthread", "-I"])
-        .arg(root().join("shim/include"))
-        .arg(root().join("tests/c").join(source))
-        .arg("-o")
-        .arg(&prog)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lvdestack")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "gcc {source} failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (prog, lib)
-}
-
-/// Runs a program built by [`build`] with `args`, killing it after `limit`; asserts it
-/// printed "ok" and exited 0, showing its stdout and stderr otherwise. Output goes to files,
-/// so that children it forked cannot hold a pipe open.
-fn run(dir: &Path, prog: &Path, lib: &Path, args: &[&str], limit: Duration) {
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let t = Instant::now();
-    let mut child = Command::new(prog)
-        .args(args)
-        .env("LD_LIBRARY_PATH", lib)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let what = format!("{} {}", prog.display(), args.join(" "))
-        .trim_end()
-        .to_string();
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    let status =
-        status.unwrap_or_else(|| panic!("{what} did not finish in {limit:?}:\n{stdout}{stderr}"));
-    assert!(
-        status.success() && stdout == "ok\n",
-        "{what} failed ({status}):\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    eprintln!("{what}: ok in {:.2?}; {}", t.elapsed(), stderr.trim());
 }
 
 /// 16 client threads × 100 connections (vde_msocket, connect, a message of their own, its

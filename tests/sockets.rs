@@ -177,7 +177,7 @@ fn nonblocking_connect_is_in_progress_then_so_error_is_zero() {
     }
     let ev = poll(fd.as_raw_fd(), libc::POLLOUT, 5000);
     assert!(ev & libc::POLLOUT != 0, "POLLOUT after connect: {ev:#x}");
-    // SO_ERROR waits for the outcome (see ops.rs), so 0 means established.
+    // POLLOUT means the outcome is known, so SO_ERROR 0 means established.
     assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
     assert_errno(
         socket::connect(fd.as_raw_fd(), addr("10.0.0.2:80")),
@@ -228,15 +228,20 @@ fn nonblocking_connect_to_a_closed_port_reports_econnrefused_in_so_error() {
         "nonblocking connect",
     );
     let ev = poll(fd.as_raw_fd(), libc::POLLOUT, 5000);
-    assert!(ev != 0, "poll after a refused connect: no event");
+    assert!(
+        ev & libc::POLLOUT != 0,
+        "POLLOUT after a refused connect: {ev:#x}"
+    );
     assert_eq!(
         get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR),
         libc::ECONNREFUSED
     );
     // SO_ERROR is taken by reading it.
     assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
+    // As on Linux, a failed socket reads EOF.
+    assert_eq!(sys_read(fd.as_raw_fd(), &mut [0u8; 8]), 0);
 
-    // The same on loopback.
+    // The same on loopback; there, as Linux does, a second connect() reports the failure.
     let lo = Stack::new("", None).unwrap();
     let fd = tcp_socket(&lo, libc::AF_INET, true);
     assert_errno(
@@ -244,10 +249,157 @@ fn nonblocking_connect_to_a_closed_port_reports_econnrefused_in_so_error() {
         libc::EINPROGRESS,
         "nonblocking connect on loopback",
     );
+    let ev = poll(fd.as_raw_fd(), libc::POLLOUT, 5000);
+    assert!(
+        ev & libc::POLLOUT != 0,
+        "POLLOUT after a refused connect: {ev:#x}"
+    );
+    assert_errno(
+        socket::connect(fd.as_raw_fd(), addr("127.0.0.1:9")),
+        libc::ECONNREFUSED,
+        "connect again after the refusal",
+    );
+    assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
+}
+
+/// Sets TCP_SYNCNT 1 and starts a nonblocking connect to `to`.
+fn start_connect(stack: &Stack, to: &str) -> OwnedFd {
+    let fd = tcp_socket(stack, libc::AF_INET, true);
+    socket::set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_SYNCNT, 1).unwrap();
+    assert_errno(
+        socket::connect(fd.as_raw_fd(), addr(to)),
+        libc::EINPROGRESS,
+        "nonblocking connect",
+    );
+    fd
+}
+
+#[test]
+fn a_nonblocking_connect_polls_writable_only_once_it_timed_out() {
+    // Nobody has 10.0.0.77: no ARP answer, and with TCP_SYNCNT 1 the attempt ends in 3 s.
+    let a = stack_on("nb-etimedout", 1);
+    let t = Instant::now();
+    let fd = start_connect(&a, "10.0.0.77:80");
+    assert_eq!(
+        poll(fd.as_raw_fd(), libc::POLLOUT, 200),
+        0,
+        "POLLOUT while the handshake is pending"
+    );
+    // SO_ERROR does not wait: 0 while in progress.
+    let q = Instant::now();
+    assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
+    assert!(q.elapsed() < Duration::from_millis(500), "SO_ERROR blocked");
+    assert_errno(
+        socket::connect(fd.as_raw_fd(), addr("10.0.0.77:80")),
+        libc::EALREADY,
+        "connect again while pending",
+    );
+    let ev = poll(fd.as_raw_fd(), libc::POLLOUT, 10_000);
+    let took = t.elapsed();
+    assert!(
+        ev & libc::POLLOUT != 0,
+        "no POLLOUT after the timeout: {ev:#x}"
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "POLLOUT after {took:?}, before the 3 s SYN timeout"
+    );
     assert_eq!(
         get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR),
-        libc::ECONNREFUSED
+        libc::ETIMEDOUT
     );
+    assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
+    // Like a kernel socket whose connect failed: readable, at EOF.
+    assert!(poll(fd.as_raw_fd(), libc::POLLIN, 0) & libc::POLLIN != 0);
+    assert_eq!(sys_read(fd.as_raw_fd(), &mut [0u8; 8]), 0);
+}
+
+/// Writes as much of the test pattern, from offset `*at`, as the nonblocking fd takes.
+fn write_pattern_nonblocking(fd: RawFd, at: &mut u64, upto: u64) {
+    while *at < upto {
+        let chunk: Vec<u8> = (*at..upto.min(*at + 8192)).map(pattern).collect();
+        let n = sys_write(fd, &chunk);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            assert_eq!(errno(&e), libc::EAGAIN, "write: {e}");
+            return;
+        }
+        *at += n as u64;
+    }
+}
+
+#[test]
+fn a_nonblocking_connect_to_a_late_peer_polls_writable_when_up_and_keeps_early_bytes() {
+    // 10.0.0.2 does not exist yet: the handshake waits for its ARP answer.
+    let a = stack_on("nb-late", 1);
+    let fd = start_connect(&a, "10.0.0.2:80");
+    socket::set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_SYNCNT, 6).unwrap();
+    // SAFETY: plain epoll calls on valid fds; ev outlives them.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: 7,
+    };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) },
+        0
+    );
+    let epoll_wait = |ms: i32| -> Vec<u32> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: evs has room for 4 events.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, ms) };
+        assert!(n >= 0, "epoll_wait: {}", io::Error::last_os_error());
+        evs[..n as usize].iter().map(|e| e.events).collect()
+    };
+    assert_eq!(poll(fd.as_raw_fd(), libc::POLLOUT, 200), 0, "POLLOUT early");
+    assert_eq!(epoll_wait(0), Vec::<u32>::new(), "EPOLLOUT early");
+    // The pair takes some bytes before the connection is up: they must go out first, intact.
+    let mut sent = 0u64;
+    write_pattern_nonblocking(fd.as_raw_fd(), &mut sent, 100_000);
+    assert!(sent > 0, "the pair took nothing before POLLOUT");
+    assert_eq!(
+        poll(fd.as_raw_fd(), libc::POLLOUT, 0),
+        0,
+        "POLLOUT after early bytes"
+    );
+
+    let b = stack_on("nb-late", 2);
+    let l = listen(&b, "0.0.0.0:80");
+    let evs = epoll_wait(10_000);
+    assert_eq!(
+        evs.len(),
+        1,
+        "an edge-triggered event once connected: {evs:x?}"
+    );
+    assert!(
+        evs[0] & libc::EPOLLOUT as u32 != 0,
+        "EPOLLOUT: {:#x}",
+        evs[0]
+    );
+    assert!(poll(fd.as_raw_fd(), libc::POLLOUT, 0) & libc::POLLOUT != 0);
+    assert_eq!(get_opt(&fd, libc::SOL_SOCKET, libc::SO_ERROR), 0);
+    // SAFETY: closing the epoll fd we made.
+    unsafe { libc::close(ep) };
+
+    let total = 600_000u64;
+    let c = TcpStream::from(fd);
+    c.set_nonblocking(false).unwrap();
+    bound_io(c.as_raw_fd());
+    let (s, _) = accept(&l);
+    let writer = std::thread::spawn(move || {
+        let rest: Vec<u8> = (sent..total).map(pattern).collect();
+        (&c).write_all(&rest).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        c
+    });
+    let got = read_to_end(&s);
+    let _c = writer.join().unwrap();
+    assert_eq!(got.len() as u64, total, "bytes received");
+    if let Some(i) = (0..total).find(|&i| got[i as usize] != pattern(i)) {
+        panic!("byte {i} differs (early bytes: {sent})");
+    }
 }
 
 #[test]

@@ -131,11 +131,15 @@ pub unsafe extern "C" fn vde_msocket(
     ty: c_int,
     protocol: c_int,
 ) -> c_int {
-    int_call(|| {
+    let fd = int_call(|| {
         Ok(self::stack(stack)?
             .socket(domain, ty, protocol)?
             .into_raw_fd())
-    })
+    });
+    if fd >= 0 {
+        crate::fdtable::set(fd, crate::fdtable::stack_kind(ty));
+    }
+    fd
 }
 
 /// Makes `socket()` create AF_INET/AF_INET6 sockets in `stack`; NULL gives them back to

@@ -1,6 +1,8 @@
 //! The socket calls, exported under libc's names. A call on a stack fd goes to the engine;
 //! any other fd goes to libc at once, errno included. Calls from the engine thread itself
-//! (libvdeplug's own sockets) always go to libc.
+//! (libvdeplug's own sockets) always go to libc. Which fds are stack fds is remembered in
+//! [`fdtable`](crate::fdtable), so telling them apart costs no syscall; the calls that
+//! create, copy and close fds are interposed to keep it right.
 //!
 //! TCP data needs nothing: the pair is a stream socket, so send/recv and their flags work
 //! on it as they are; only addresses are ours to answer. UDP datagrams on an unconnected
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libc::{c_int, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use vdestack::{socket as vs, Stack};
 
+use crate::fdtable::{self, Kind};
 use crate::real::real;
 use crate::{guard, int_call, set_errno};
 
@@ -43,9 +46,27 @@ pub fn default_stack() -> Option<&'static Stack> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// What `fd` is for this call: Kernel (libc handles it) or a stack socket. A kernel fd
+/// the table knows costs one load; the engine thread's calls always go to libc.
+fn kind(fd: c_int) -> Kind {
+    match fdtable::get(fd) {
+        Kind::Kernel => Kind::Kernel,
+        _ if vdestack::on_engine_thread() => Kind::Kernel,
+        _ => fdtable::kind(fd),
+    }
+}
+
 /// Whether `fd` is a stack socket that this call should handle.
 fn ours(fd: c_int) -> bool {
-    fd >= 0 && !vdestack::on_engine_thread() && vs::is_stack_fd(fd)
+    kind(fd).is_stack()
+}
+
+/// Remembers what a call returned: `fd` (if the call succeeded) is of kind `k`.
+fn learn(fd: c_int, k: Kind) -> c_int {
+    if fd >= 0 {
+        fdtable::set(fd, k);
+    }
+    fd
 }
 
 fn einval() -> io::Error {
@@ -111,27 +132,6 @@ unsafe fn write_addr(a: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) ->
     Ok(())
 }
 
-/// The type of the pair behind an fd (SOCK_STREAM for TCP, SOCK_DGRAM for UDP).
-fn pair_type(fd: c_int) -> c_int {
-    let mut ty: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: ty and len are valid for the call.
-    let r = unsafe {
-        (real().getsockopt)(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            &mut ty as *mut _ as *mut c_void,
-            &mut len,
-        )
-    };
-    if r == 0 {
-        ty
-    } else {
-        -1
-    }
-}
-
 fn size_call(f: impl FnOnce() -> io::Result<usize>) -> ssize_t {
     guard(-1, || match f() {
         Ok(n) => n as ssize_t,
@@ -150,11 +150,160 @@ fn size_call(f: impl FnOnce() -> io::Result<usize>) -> ssize_t {
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     if domain == libc::AF_INET || domain == libc::AF_INET6 {
         if let Some(s) = default_stack().filter(|_| !vdestack::on_engine_thread()) {
-            return int_call(|| Ok(s.socket(domain, ty, protocol)?.into_raw_fd()));
+            let fd = int_call(|| Ok(s.socket(domain, ty, protocol)?.into_raw_fd()));
+            return learn(fd, fdtable::stack_kind(ty));
         }
     }
     // SAFETY: libc's socket with the caller's arguments.
-    unsafe { (real().socket)(domain, ty, protocol) }
+    learn(
+        unsafe { (real().socket)(domain, ty, protocol) },
+        Kind::Kernel,
+    )
+}
+
+/// socketpair(2): always the kernel's.
+///
+/// # Safety
+/// As socketpair(2).
+#[no_mangle]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    ty: c_int,
+    protocol: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    // SAFETY: libc's socketpair with the caller's arguments.
+    let r = unsafe { (real().socketpair)(domain, ty, protocol, sv) };
+    if r == 0 {
+        // SAFETY: on success the kernel wrote two fds at sv.
+        unsafe {
+            learn(*sv, Kind::Kernel);
+            learn(*sv.add(1), Kind::Kernel);
+        }
+    }
+    r
+}
+
+/// close(2). The fd's number forgets what it held (after the close, so that a number
+/// reused at once by another thread is at worst asked about again).
+///
+/// # Safety
+/// As close(2).
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // SAFETY: libc's close.
+    let r = unsafe { (real().close)(fd) };
+    fdtable::forget(fd);
+    r
+}
+
+/// fclose(3): libc closes the stream's fd without calling `close`, so forget it here.
+///
+/// # Safety
+/// As fclose(3).
+#[no_mangle]
+pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
+    // SAFETY: the caller's stream, valid until fclose returns.
+    let fd = if f.is_null() {
+        -1
+    } else {
+        unsafe { libc::fileno(f) }
+    };
+    // SAFETY: libc's fclose with the caller's stream.
+    let r = unsafe { (real().fclose)(f) };
+    if fd >= 0 {
+        fdtable::forget(fd);
+    }
+    r
+}
+
+/// dup(2): the copy is what the original is.
+///
+/// # Safety
+/// As dup(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: libc's dup.
+    let new = unsafe { (real().dup)(fd) };
+    learn(new, fdtable::get(fd))
+}
+
+/// dup2(2).
+///
+/// # Safety
+/// As dup2(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    // SAFETY: libc's dup2.
+    let new = unsafe { (real().dup2)(fd, to) };
+    learn(new, fdtable::get(fd))
+}
+
+/// dup3(2).
+///
+/// # Safety
+/// As dup3(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    // SAFETY: libc's dup3.
+    let new = unsafe { (real().dup3)(fd, to, flags) };
+    learn(new, fdtable::get(fd))
+}
+
+/// fcntl(2), declared with its optional third argument as a machine word: callers pass an
+/// int or a pointer there (or nothing, for commands that read none), in a register either
+/// way on the ABIs Linux runs on. F_DUPFD and F_DUPFD_CLOEXEC copy the fd's entry.
+///
+/// # Safety
+/// As fcntl(2).
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: libc's fcntl with the caller's arguments.
+    let r = unsafe { (real().fcntl)(fd, cmd, arg) };
+    dup_result(fd, cmd, r)
+}
+
+/// fcntl64: what fcntl is called under by programs built with _FILE_OFFSET_BITS=64.
+///
+/// # Safety
+/// As fcntl(2).
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: libc's fcntl64 with the caller's arguments.
+    let r = unsafe { crate::real::fcntl64()(fd, cmd, arg) };
+    dup_result(fd, cmd, r)
+}
+
+fn dup_result(fd: c_int, cmd: c_int, r: c_int) -> c_int {
+    if matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+        learn(r, fdtable::get(fd));
+    }
+    r
+}
+
+/// Forgets the fds that a received message passed (SCM_RIGHTS): their numbers may have held
+/// something else that was closed unseen.
+///
+/// # Safety
+/// `m` is a message recvmsg just filled.
+unsafe fn forget_passed(m: &msghdr) {
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        return;
+    }
+    // SAFETY: the control buffer as recvmsg left it; CMSG_* walk it within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const c_int;
+                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                for i in 0..n {
+                    fdtable::forget(ptr::read_unaligned(data.add(i)));
+                }
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
 }
 
 /// bind(2).
@@ -207,7 +356,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if !ours(fd) {
         // SAFETY: libc's accept with the caller's arguments.
-        return unsafe { (real().accept)(fd, addr, len) };
+        return learn(unsafe { (real().accept)(fd, addr, len) }, Kind::Kernel);
     }
     // SAFETY: as the caller promises.
     unsafe { accept_stack(fd, addr, len, 0) }
@@ -226,7 +375,10 @@ pub unsafe extern "C" fn accept4(
 ) -> c_int {
     if !ours(fd) {
         // SAFETY: libc's accept4 with the caller's arguments.
-        return unsafe { (real().accept4)(fd, addr, len, flags) };
+        return learn(
+            unsafe { (real().accept4)(fd, addr, len, flags) },
+            Kind::Kernel,
+        );
     }
     // SAFETY: as the caller promises.
     unsafe { accept_stack(fd, addr, len, flags) }
@@ -239,12 +391,13 @@ unsafe fn accept_stack(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flag
         set_errno(libc::EINVAL);
         return -1;
     }
-    int_call(|| {
+    let conn = int_call(|| {
         let (conn, peer) = vs::accept(fd, flags)?;
         // SAFETY: the caller's buffer.
         unsafe { write_addr(peer, addr, len)? };
         Ok(conn.into_raw_fd())
-    })
+    });
+    learn(conn, Kind::StackStream)
 }
 
 /// getsockname(2).
@@ -418,16 +571,16 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    let dgram = pair_type(fd) == libc::SOCK_DGRAM;
-    // A stream never looks at the address (TCP ignores it), so only datagrams and addressed
-    // sends need to know whether the fd is ours.
-    if (!dgram && addr.is_null()) || !ours(fd) {
-        // SAFETY: libc's sendto with the caller's arguments.
-        return unsafe { (real().sendto)(fd, buf, n, flags, addr, len) };
-    }
-    if !dgram {
-        // SAFETY: libc's send on the stream pair, without the address TCP would ignore.
-        return unsafe { (real().send)(fd, buf, n, flags) };
+    match kind(fd) {
+        Kind::StackDgram => {}
+        Kind::StackStream if !addr.is_null() => {
+            // SAFETY: libc's send on the stream pair, without the address TCP would ignore.
+            return unsafe { (real().send)(fd, buf, n, flags) };
+        }
+        _ => {
+            // SAFETY: libc's sendto with the caller's arguments.
+            return unsafe { (real().sendto)(fd, buf, n, flags, addr, len) };
+        }
     }
     size_call(|| {
         if buf.is_null() && n > 0 {
@@ -475,13 +628,14 @@ unsafe fn gather(msg: &msghdr) -> Vec<u8> {
 /// As sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if msg.is_null() || !ours(fd) {
+    let k = kind(fd);
+    if msg.is_null() || !k.is_stack() {
         // SAFETY: libc's sendmsg with the caller's arguments.
         return unsafe { (real().sendmsg)(fd, msg, flags) };
     }
     // SAFETY: msg is non-null and, as the caller promises, valid.
     let m = unsafe { &*msg };
-    if pair_type(fd) != libc::SOCK_DGRAM {
+    if k == Kind::StackStream {
         let mut bare = *m;
         bare.msg_name = ptr::null_mut();
         bare.msg_namelen = 0;
@@ -507,7 +661,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if pair_type(fd) != libc::SOCK_DGRAM || !ours(fd) {
+    if kind(fd) != Kind::StackDgram {
         // SAFETY: libc's recv with the caller's arguments.
         return unsafe { (real().recv)(fd, buf, n, flags) };
     }
@@ -528,12 +682,12 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    let dgram = pair_type(fd) == libc::SOCK_DGRAM;
-    if (!dgram && addr.is_null()) || !ours(fd) {
+    let k = kind(fd);
+    if !k.is_stack() || (k == Kind::StackStream && addr.is_null()) {
         // SAFETY: libc's recvfrom with the caller's arguments.
         return unsafe { (real().recvfrom)(fd, buf, n, flags, addr, len) };
     }
-    if !dgram {
+    if k == Kind::StackStream {
         // TCP gives no address: the length says so.
         // SAFETY: libc's recv on the pair; len is the caller's, checked non-null.
         let r = unsafe { (real().recv)(fd, buf, n, flags) };
@@ -591,13 +745,19 @@ unsafe fn recv_dgram(
 /// As recvmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if msg.is_null() || !ours(fd) {
+    let k = kind(fd);
+    if msg.is_null() || !k.is_stack() {
         // SAFETY: libc's recvmsg with the caller's arguments.
-        return unsafe { (real().recvmsg)(fd, msg, flags) };
+        let r = unsafe { (real().recvmsg)(fd, msg, flags) };
+        if r >= 0 && !msg.is_null() {
+            // SAFETY: recvmsg succeeded, so msg is valid and filled.
+            unsafe { forget_passed(&*msg) };
+        }
+        return r;
     }
     // SAFETY: msg is non-null and, as the caller promises, valid.
     let m = unsafe { &mut *msg };
-    if pair_type(fd) != libc::SOCK_DGRAM {
+    if k == Kind::StackStream {
         let (name, namelen) = (m.msg_name, m.msg_namelen);
         m.msg_name = ptr::null_mut();
         m.msg_namelen = 0;
@@ -605,6 +765,10 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         let r = unsafe { (real().recvmsg)(fd, m, flags) };
         m.msg_name = name;
         m.msg_namelen = if r >= 0 { 0 } else { namelen };
+        if r >= 0 {
+            // SAFETY: recvmsg filled m.
+            unsafe { forget_passed(m) };
+        }
         return r;
     }
     size_call(|| {

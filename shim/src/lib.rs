@@ -12,6 +12,7 @@
 //! No panic crosses the ABI: every export runs under [`guard`].
 
 pub mod api;
+pub mod fdtable;
 pub mod interpose;
 pub mod preload;
 pub mod real;

@@ -8,6 +8,15 @@ use libc::{c_int, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 /// The functions of libc that the library's exports stand in front of.
 pub struct Real {
     pub socket: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
+    pub socketpair: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_int) -> c_int,
+    pub close: unsafe extern "C" fn(c_int) -> c_int,
+    pub fclose: unsafe extern "C" fn(*mut libc::FILE) -> c_int,
+    pub dup: unsafe extern "C" fn(c_int) -> c_int,
+    pub dup2: unsafe extern "C" fn(c_int, c_int) -> c_int,
+    pub dup3: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
+    /// fcntl is variadic; its third argument is an int or a pointer, passed in a register
+    /// either way, so a machine word carries both.
+    pub fcntl: unsafe extern "C" fn(c_int, c_int, usize) -> c_int,
     pub bind: unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int,
     pub connect: unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int,
     pub listen: unsafe extern "C" fn(c_int, c_int) -> c_int,
@@ -89,6 +98,22 @@ pub fn find(name: &[u8]) -> *mut c_void {
     p
 }
 
+/// libc's `fcntl64` (what programs built with _FILE_OFFSET_BITS=64 call), or its `fcntl`
+/// where there is no such symbol (glibc before 2.28).
+pub fn fcntl64() -> unsafe extern "C" fn(c_int, c_int, usize) -> c_int {
+    static F: OnceLock<unsafe extern "C" fn(c_int, c_int, usize) -> c_int> = OnceLock::new();
+    *F.get_or_init(|| {
+        // SAFETY: RTLD_NEXT asks for the next definition after ours; the name is NUL-terminated.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fcntl64".as_ptr()) };
+        if p.is_null() {
+            real().fcntl
+        } else {
+            // SAFETY: libc's fcntl64 has fcntl's C type.
+            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, c_int, usize) -> c_int>(p) }
+        }
+    })
+}
+
 macro_rules! load {
     ($($f:ident),*) => {
         Real {
@@ -106,6 +131,13 @@ pub fn real() -> &'static Real {
     REAL.get_or_init(|| {
         load!(
             socket,
+            socketpair,
+            close,
+            fclose,
+            dup,
+            dup2,
+            dup3,
+            fcntl,
             bind,
             connect,
             listen,

@@ -28,6 +28,9 @@ pub struct Conn {
     pub eof_sent: bool,
     /// When a connection attempt gives up.
     pub deadline: Option<Instant>,
+    /// Padding bytes at the head of the pair (written by a nonblocking connect to hold back
+    /// POLLOUT) still to be dropped before the application's own bytes.
+    pub pad: usize,
 }
 
 /// What happened to a connection in one pump.
@@ -122,7 +125,10 @@ impl Conn {
         }
         // app → net
         let mut n_in = 0;
-        while !self.app_eof && n_in < ROUND_BYTES && pair.rd {
+        // Padding still on its way (the client writes it after our reply) holds back the
+        // application's bytes behind it.
+        let unpadded = self.pad == 0 || self.drop_pad(fd);
+        while unpadded && !self.app_eof && n_in < ROUND_BYTES && pair.rd {
             if sock.state() == State::Closed {
                 // Reset: swallow what the application still writes.
                 match sys::read(fd, &mut [0u8; 4096]) {
@@ -170,6 +176,30 @@ impl Conn {
             _ => Outcome::Open,
         }
     }
+}
+
+impl Conn {
+    /// Drops the padding a nonblocking connect put at the head of the pair; true when it is
+    /// all gone. Draining it makes the application's end writable: that is its POLLOUT.
+    pub fn drop_pad(&mut self, fd: RawFd) -> bool {
+        self.pad -= discard(fd, self.pad);
+        self.pad == 0
+    }
+}
+
+/// Reads and drops up to `n` bytes from the engine's end of a pair; returns how many. Reads
+/// never ask for more than is left, so nothing after those bytes is touched.
+pub fn discard(fd: RawFd, n: usize) -> usize {
+    let mut buf = [0u8; 16 * 1024];
+    let mut done = 0;
+    while done < n {
+        let want = (n - done).min(buf.len());
+        match sys::read(fd, &mut buf[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => done += k,
+        }
+    }
+    done
 }
 
 /// Writes one "a connection is ready" token on a listener's pair.

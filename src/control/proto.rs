@@ -26,12 +26,17 @@ pub enum Request {
     Listen { sock: u64, backlog: i32 },
     /// Takes one ready connection off a listener (the caller already consumed its token).
     Accept { sock: u64 },
-    /// connect(2); `wait` asks for the reply when the connection is up or failed.
+    /// connect(2); `wait` asks for the reply when the connection is up or failed. `pad`
+    /// (nonblocking TCP only): after an EINPROGRESS reply the client writes this many bytes
+    /// of padding into its end of the pair, which the engine drops once the outcome is known.
     Connect {
         sock: u64,
         addr: SocketAddr,
         wait: bool,
+        pad: u32,
     },
+    /// The client could write only `bytes` of the padding its connect announced.
+    Padded { sock: u64, bytes: u32 },
     /// getsockname(2) / getpeername(2).
     Name { sock: u64, peer: bool },
     /// shutdown(2).
@@ -189,7 +194,13 @@ impl Request {
             Request::Bind { sock, addr } => w.u8(5).u64(*sock).addr(addr),
             Request::Listen { sock, backlog } => w.u8(6).u64(*sock).i32(*backlog),
             Request::Accept { sock } => w.u8(7).u64(*sock),
-            Request::Connect { sock, addr, wait } => w.u8(8).u64(*sock).addr(addr).u8(*wait as u8),
+            Request::Connect {
+                sock,
+                addr,
+                wait,
+                pad,
+            } => w.u8(8).u64(*sock).addr(addr).u8(*wait as u8).u32(*pad),
+            Request::Padded { sock, bytes } => w.u8(14).u64(*sock).u32(*bytes),
             Request::Name { sock, peer } => w.u8(9).u64(*sock).u8(*peer as u8),
             Request::Shutdown { sock, how } => w.u8(10).u64(*sock).i32(*how),
             Request::SetOpt {
@@ -236,6 +247,7 @@ impl Request {
                 sock: r.u64()?,
                 addr: r.addr()?,
                 wait: r.u8()? != 0,
+                pad: r.u32()?,
             },
             9 => Request::Name {
                 sock: r.u64()?,
@@ -257,6 +269,10 @@ impl Request {
                 name: r.i32()?,
             },
             13 => Request::Nameservers { stack: r.u32()? },
+            14 => Request::Padded {
+                sock: r.u64()?,
+                bytes: r.u32()?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -331,7 +347,9 @@ mod tests {
                 sock: 7,
                 addr: a6,
                 wait: true,
+                pad: 53249,
             },
+            Request::Padded { sock: 7, bytes: 0 },
             Request::SetOpt {
                 sock: 1,
                 level: 6,

@@ -11,7 +11,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use super::sock::{Listener, Opts, Sock, SockState};
 use super::stack::{Binding, NetStack};
 use super::Ctx;
-use crate::bridge::tcp::{new_socket, post_token, Conn, Outcome};
+use crate::bridge::tcp::{discard, new_socket, post_token, Conn, Outcome};
 use crate::bridge::{udp, Done, LINK, LO};
 use crate::control::proto::{Reply, Request};
 use crate::sys::unmap;
@@ -33,6 +33,7 @@ pub fn sock_of(req: &Request) -> Option<u64> {
         | Request::Listen { sock, .. }
         | Request::Accept { sock }
         | Request::Connect { sock, .. }
+        | Request::Padded { sock, .. }
         | Request::Name { sock, .. }
         | Request::Shutdown { sock, .. }
         | Request::SetOpt { sock, .. }
@@ -63,7 +64,19 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                 }
                 Request::Listen { sock, backlog } => listen(st, sock, backlog),
                 Request::Accept { sock } => accept(st, ctx, sock),
-                Request::Connect { sock, addr, wait } => connect(st, ctx, conn, sock, addr, wait),
+                Request::Connect {
+                    sock,
+                    addr,
+                    wait,
+                    pad,
+                } => connect(st, ctx, conn, sock, addr, wait, pad as usize),
+                Request::Padded { sock, bytes } => {
+                    let s = st.socks.get_mut(&sock).expect("checked");
+                    if let SockState::Connecting(c) | SockState::Connected(c) = &mut s.state {
+                        c.pad = bytes as usize;
+                    }
+                    ok(Reply::Ok)
+                }
                 Request::Name { sock, peer } => name(st, sock, peer),
                 Request::Shutdown { sock, .. } => {
                     let s = &st.socks[&sock];
@@ -79,7 +92,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     name,
                     value,
                 } => setopt(st, sock, level, name, value),
-                Request::GetOpt { sock, level, name } => getopt(st, conn, sock, level, name),
+                Request::GetOpt { sock, level, name } => getopt(st, sock, level, name),
                 _ => err(libc::EINVAL),
             }
         }
@@ -244,6 +257,7 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
         return err(libc::EOPNOTSUPP);
     }
     match s.state {
+        SockState::Fresh if s.pair_shut => return err(libc::EINVAL),
         SockState::Fresh => {}
         SockState::Listening(_) => return ok(Reply::Ok),
         _ => return err(libc::EINVAL),
@@ -317,6 +331,7 @@ fn accept(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> Answer {
         app_eof: false,
         eof_sent: false,
         deadline: None,
+        pad: 0,
     });
     st.socks.insert(nid, ns);
     Some((Reply::Addr(peer), Some(theirs)))
@@ -327,6 +342,11 @@ fn syn_timeout(syncnt: u32) -> Duration {
     Duration::from_secs((1u64 << (syncnt.min(10) + 1)) - 1)
 }
 
+/// connect(2). A nonblocking one answers EINPROGRESS, and its client then writes `pad`
+/// bytes into the pair so that the application's end is not writable (4 × unread bytes >
+/// SO_SNDBUF, the AF_UNIX rule) until the outcome is known and we drop them: POLLOUT means
+/// what it means on a kernel socket.
+#[allow(clippy::too_many_arguments)]
 fn connect(
     st: &mut NetStack,
     ctx: &mut Ctx,
@@ -334,6 +354,7 @@ fn connect(
     id: u64,
     addr: SocketAddr,
     wait: bool,
+    pad: usize,
 ) -> Answer {
     let s = &st.socks[&id];
     if !family_ok(s, &addr) {
@@ -362,6 +383,12 @@ fn connect(
         return ok(Reply::Ok);
     }
     match s.state {
+        // The pair of a failed nonblocking connect is shut (see fail_pair): like the kernel's
+        // second connect, report the failure (once); unlike it, never connect again.
+        SockState::Fresh if s.pair_shut => {
+            let e = std::mem::take(&mut st.socks.get_mut(&id).expect("checked").so_error);
+            return err(if e != 0 { e } else { libc::ECONNABORTED });
+        }
         SockState::Fresh => {}
         SockState::Connecting(_) => return err(libc::EALREADY),
         _ => return err(libc::EISCONN),
@@ -422,11 +449,12 @@ fn connect(
         app_eof: false,
         eof_sent: false,
         deadline: Some(ctx.now + syn_timeout(s.opts.syncnt)),
+        pad: if wait { 0 } else { pad },
     });
     s.so_error = 0;
     if wait {
         s.nonblocking_connect = false;
-        s.waiters.push((conn, true));
+        s.waiters.push(conn);
         None
     } else {
         s.nonblocking_connect = true;
@@ -514,18 +542,11 @@ fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i32) -> Answ
     ok(Reply::Ok)
 }
 
-fn getopt(st: &mut NetStack, conn: usize, id: u64, level: i32, name: i32) -> Answer {
+fn getopt(st: &mut NetStack, id: u64, level: i32, name: i32) -> Answer {
     let s = st.socks.get_mut(&id).expect("checked");
     let v: i64 = match (level, name) {
-        (libc::SOL_SOCKET, libc::SO_ERROR) => {
-            if matches!(s.state, SockState::Connecting(_)) && s.nonblocking_connect {
-                // Our pair is writable before the handshake ends, so poll() says POLLOUT early;
-                // SO_ERROR waits for the outcome so the caller still learns it.
-                s.waiters.push((conn, false));
-                return None;
-            }
-            std::mem::take(&mut s.so_error) as i64
-        }
+        // Never waits: 0 while a connection attempt is under way, as the kernel says.
+        (libc::SOL_SOCKET, libc::SO_ERROR) => std::mem::take(&mut s.so_error) as i64,
         (libc::SOL_SOCKET, libc::SO_TYPE) => {
             (if s.stream {
                 libc::SOCK_STREAM
@@ -583,26 +604,32 @@ fn linux_tcp_state(sets: &[SocketSet<'static>; 2], s: &SockState) -> i64 {
     }
 }
 
-/// Settles the control requests waiting on a connection attempt.
+/// Settles a connection attempt: a blocking connect waiting for it gets the result, else
+/// SO_ERROR keeps it.
 fn settle(s: &mut Sock, result: i32, done: &mut Vec<Done>) {
-    let mut consumed = false;
-    for (conn, is_connect) in s.waiters.drain(..) {
-        let reply = if is_connect {
-            consumed = true;
-            if result == 0 {
-                Reply::Ok
-            } else {
-                Reply::Err(result)
-            }
+    let waited = !s.waiters.is_empty();
+    for conn in s.waiters.drain(..) {
+        let reply = if result == 0 {
+            Reply::Ok
         } else {
-            consumed = true;
-            Reply::Int(result as i64)
+            Reply::Err(result)
         };
         done.push((conn, reply));
     }
-    if !consumed {
+    if !waited {
         s.so_error = result;
     }
+}
+
+/// After a failed nonblocking connect, whose outcome is now in SO_ERROR: drops the padding
+/// (the application's end turns writable: POLLOUT) and shuts our side of the pair for
+/// writing, so the application also sees POLLIN|POLLRDHUP and reads EOF, as on a kernel
+/// socket whose connect failed. (POLLHUP would need our end shut both ways, and then the
+/// engine could no longer see the application close its end.)
+fn fail_pair(s: &mut Sock) {
+    discard(s.fd.as_raw_fd(), usize::MAX);
+    let _ = crate::sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_WR);
+    s.pair_shut = true;
 }
 
 /// One pass over every socket of the stack: bytes both ways, handshakes, listeners, ends.
@@ -635,6 +662,10 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         };
                         s.state = SockState::Connected(c);
                         settle(s, 0, done);
+                        // State first, then POLLOUT: a caller woken by it reads SO_ERROR 0.
+                        if let SockState::Connected(c) = &mut s.state {
+                            c.drop_pad(fd);
+                        }
                         moved = true;
                     }
                     Outcome::Failed(e) => {
@@ -646,6 +677,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         st.sets[c.set].remove(c.handle);
                         s.peer = None;
                         settle(s, e, done);
+                        if s.nonblocking_connect {
+                            fail_pair(s);
+                        }
                         moved = true;
                     }
                     _ if s.app_closed => {
@@ -722,6 +756,10 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Fresh | SockState::Done => {
+                if s.pair_shut && !s.app_closed {
+                    // What the application writes after a failed connect goes nowhere.
+                    moved |= discard(fd, 1 << 20) > 0;
+                }
                 if s.app_closed {
                     gone.push(s.id);
                 }
@@ -742,7 +780,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     for id in gone {
         if let Some(s) = st.socks.remove(&id) {
             ctx.deregister(s.token, s.fd.as_raw_fd());
-            for (c, _) in s.waiters {
+            for c in s.waiters {
                 done.push((c, Reply::Err(libc::EBADF)));
             }
         }

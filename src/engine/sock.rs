@@ -116,10 +116,13 @@ pub struct Sock {
     pub so_error: i32,
     /// The application closed its last fd.
     pub app_closed: bool,
-    /// The last connect() was nonblocking (SO_ERROR then waits for the outcome).
+    /// The last connect() was nonblocking: its outcome goes to SO_ERROR and POLLOUT.
     pub nonblocking_connect: bool,
-    /// Deferred control requests waiting for the connection's outcome: (connection, is_connect).
-    pub waiters: Vec<(usize, bool)>,
+    /// A nonblocking connect failed and our end of the pair is shut for writing; what the
+    /// application writes is dropped.
+    pub pair_shut: bool,
+    /// Blocking connects (control connections) waiting for the connection's outcome.
+    pub waiters: Vec<usize>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
     pub shut_rd: bool,
     /// Readiness of the engine's end of the pair, as the last syscall or epoll event left it.
@@ -156,6 +159,7 @@ impl Sock {
             so_error: 0,
             app_closed: false,
             nonblocking_connect: false,
+            pair_shut: false,
             waiters: Vec::new(),
             shut_rd: false,
             pair: PairReady::default(),
