@@ -297,7 +297,9 @@ fn dhcp(st: &mut NetStack, dev: Option<&str>) -> Result<bool, CmdError> {
     // As dhclient does, bring the link up.
     st.link_up = true;
     if st.dhcp.is_none() {
-        st.dhcp = Some(st.sets[LINK].add(dhcpv4::Socket::new()));
+        let h = st.sets[LINK].add(dhcpv4::Socket::new());
+        st.sets[LINK].set_owner(h, super::ops::NOT_A_SOCK);
+        st.dhcp = Some(h);
     }
     let leased = st.link_addrs().iter().any(|c| matches!(c, IpCidr::Ipv4(_)));
     Ok(!leased)

@@ -332,6 +332,9 @@ impl Engine {
                     s.pair.rd |= ready.rd;
                     s.pair.wr |= ready.wr;
                 }
+                if let Some(st) = self.stacks.get_mut(&stack) {
+                    st.dirty.push(sock);
+                }
                 work.push(stack);
             }
             None => {}
@@ -392,6 +395,7 @@ impl Engine {
                     return Some((Reply::Err(libc::ENETDOWN), None));
                 };
                 let r = ops::handle(st, &mut ctx, conn, req);
+                st.dirty.extend(sock_id);
                 work.push(sid);
                 r
             }

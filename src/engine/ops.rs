@@ -207,7 +207,9 @@ fn udp_open(st: &mut NetStack, id: u64) {
             if wanted[set] && u.handles[set].is_none() {
                 let mut sock = udp::new_socket(bytes);
                 if sock.bind(ep).is_ok() {
-                    u.handles[set] = Some(st.sets[set].add(sock));
+                    let h = st.sets[set].add(sock);
+                    st.sets[set].set_owner(h, id);
+                    u.handles[set] = Some(h);
                 }
             }
         }
@@ -286,8 +288,9 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     for set in [LINK, LO] {
         if sets[set] {
             for _ in 0..per_set {
-                let t = listen_socket(&s.opts, ep);
-                l.listening.push((set, st.sets[set].add(t)));
+                let h = st.sets[set].add(listen_socket(&s.opts, ep));
+                st.sets[set].set_owner(h, id);
+                l.listening.push((set, h));
             }
         }
     }
@@ -333,7 +336,9 @@ fn accept(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> Answer {
         deadline: None,
         pad: 0,
     });
+    st.sets[set].set_owner(handle, nid);
     st.socks.insert(nid, ns);
+    st.dirty.push(nid); // data may have come with the handshake
     Some((Reply::Addr(peer), Some(theirs)))
 }
 
@@ -439,6 +444,8 @@ fn connect(
         return err(libc::EADDRNOTAVAIL);
     }
     let handle = st.sets[set].add(t);
+    st.sets[set].set_owner(handle, id);
+    st.connecting.insert(id);
     s.peer = Some(NetStack::as_seen(
         s.domain,
         SocketAddr::new(dst, addr.port()),
@@ -634,6 +641,10 @@ fn fail_pair(s: &mut Sock) {
 
 /// One pass over every socket of the stack: bytes both ways, handshakes, listeners, ends.
 /// Returns whether anything moved.
+///
+/// Only sockets that can have something to do are visited: those in `st.dirty`, those smoltcp
+/// touched (a segment or a timer), and connection attempts (their deadline). A stack holding
+/// 10,000 idle connections pumps none of them when one of them gets a segment.
 pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool {
     let mut moved = false;
     let mut gone = Vec::new();
@@ -641,7 +652,11 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut strays = Vec::new();
     let now = ctx.now;
     let routes = RouteView::of(st);
-    for s in st.socks.values_mut() {
+    for id in pump_list(st) {
+        let Some(s) = st.socks.get_mut(&id) else {
+            continue;
+        };
+        let moved_before = std::mem::replace(&mut moved, false);
         let fd = s.fd.as_raw_fd();
         match &mut s.state {
             SockState::Connecting(c) => {
@@ -765,13 +780,24 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
         }
+        // A socket that moved bytes may have more to move: look again next round.
+        if moved {
+            st.dirty.push(id);
+        }
+        if !matches!(s.state, SockState::Connecting(_)) {
+            st.connecting.remove(&id);
+        }
+        moved |= moved_before;
     }
     for ip in routes.to_link.take() {
         st.prime_neighbor(ip, now);
     }
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
     for id in unbound_senders {
-        moved |= bind_port(st, id, None, 0).is_ok();
+        if bind_port(st, id, None, 0).is_ok() {
+            st.dirty.push(id);
+            moved = true;
+        }
     }
     for (id, set, h) in strays {
         hand_over(st, id, set, h);
@@ -866,8 +892,9 @@ fn pump_listener(
             _ => {
                 l.listening.swap_remove(i);
                 if l.listening.iter().filter(|e| e.0 == set).count() < l.per_set {
-                    let fresh = listen_socket(opts, l.endpoint);
-                    l.listening.push((set, sets[set].add(fresh)));
+                    let fresh = sets[set].add(listen_socket(opts, l.endpoint));
+                    sets[set].set_owner(fresh, id);
+                    l.listening.push((set, fresh));
                 }
                 l.ready.push_back((set, h));
                 post_token(fd);
@@ -907,19 +934,50 @@ fn hand_over(st: &mut NetStack, id: u64, set: usize, h: SocketHandle) {
     if let Some(s) = st.socks.get_mut(&id) {
         if let SockState::Listening(l) = &mut s.state {
             l.listening.retain(|e| *e != (set, h));
-            let fresh = listen_socket(&s.opts, l.endpoint);
-            l.listening.push((set, st.sets[set].add(fresh)));
+            let fresh = st.sets[set].add(listen_socket(&s.opts, l.endpoint));
+            st.sets[set].set_owner(fresh, id);
+            l.listening.push((set, fresh));
         }
     }
     if let Some(SockState::Listening(l)) = st.socks.get_mut(&to).map(|s| &mut s.state) {
         l.listening.push((set, h));
+        st.sets[set].set_owner(h, to);
+        st.dirty.push(to);
     }
 }
+
+/// The sockets the next pump visits (see [`pump_all`]).
+fn pump_list(st: &mut NetStack) -> Vec<u64> {
+    let mut ids = std::mem::take(&mut st.dirty);
+    let mut sweep = false;
+    for set in [LINK, LO] {
+        for (_, owner) in st.sets[set].take_touched() {
+            match owner {
+                0 => sweep = true, // a socket nobody tagged: look at them all
+                NOT_A_SOCK => {}
+                o => ids.push(o),
+            }
+        }
+    }
+    if sweep {
+        ids.extend(st.socks.keys());
+    }
+    ids.extend(st.connecting.iter());
+    ids.sort_unstable();
+    ids.dedup();
+    if std::env::var_os("VDS_DBG").is_some() && ids.len() > 50 {
+        eprintln!("pump_list {} sweep={sweep} connecting={}", ids.len(), st.connecting.len());
+    }
+    ids
+}
+
+/// The owner tag of smoltcp sockets that belong to the stack itself (DHCP).
+pub const NOT_A_SOCK: u64 = u64::MAX;
 
 /// The earliest connection-attempt deadline of the stack.
 pub fn next_deadline(st: &NetStack) -> Option<Instant> {
     let mut at: Option<Instant> = st.dhcp_waiters.iter().map(|w| w.deadline).min();
-    for s in st.socks.values() {
+    for s in st.connecting.iter().filter_map(|id| st.socks.get(id)) {
         if let SockState::Connecting(Conn {
             deadline: Some(d), ..
         }) = &s.state

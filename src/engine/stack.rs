@@ -65,6 +65,11 @@ pub struct NetStack {
     pub next_poll: Option<Instant>,
     /// Neighbours the engine asked for itself (see `neighbor.rs`).
     pub asked: super::neighbor::Asked,
+    /// Sockets to look at on the next pump: their pair had an event, a request touched them,
+    /// or they moved bytes last time. Others are visited only when smoltcp touched them.
+    pub dirty: Vec<u64>,
+    /// Sockets with a connection attempt under way (their deadline needs watching).
+    pub connecting: std::collections::BTreeSet<u64>,
     rng: u64,
     next_sock: u32,
 }
@@ -146,6 +151,8 @@ impl NetStack {
             asked: Default::default(),
             rng: seed | 1,
             next_sock: 0,
+            dirty: Vec::new(),
+            connecting: Default::default(),
         })
     }
 

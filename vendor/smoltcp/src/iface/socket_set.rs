@@ -37,6 +37,8 @@ pub(crate) struct Item<'a> {
     pub(crate) touched: bool,
     /// vdestack: the key under which the TCP demux index knows this socket.
     pub(crate) indexed: Option<TcpKey>,
+    /// vdestack: the user's tag for the socket (0 until `set_owner`).
+    pub(crate) owner: u64,
 }
 
 impl Item<'_> {
@@ -93,16 +95,26 @@ impl<'a> SocketSet<'a> {
         }
     }
 
-    /// vdestack: takes the handles of the sockets that received something or whose timers
-    /// ran since the last call; only those can have changed without the user's doing.
-    pub fn take_touched(&mut self) -> Vec<SocketHandle> {
+    /// vdestack: tags a socket with a number of the user's (who owns it), which
+    /// `take_touched` gives back.
+    pub fn set_owner(&mut self, handle: SocketHandle, owner: u64) {
+        if let Some(item) = self.item_mut(handle) {
+            item.owner = owner;
+        }
+    }
+
+    /// vdestack: takes the sockets, with their owner tags, that received something or whose
+    /// timers ran since the last call; only those can have changed without the user's doing.
+    pub fn take_touched(&mut self) -> Vec<(SocketHandle, u64)> {
         let list = core::mem::take(&mut self.touched);
-        for h in &list {
-            if let Some(item) = self.sockets.get_mut(h.0).and_then(|s| s.inner.as_mut()) {
+        let mut out = Vec::with_capacity(list.len());
+        for h in list {
+            if let Some(item) = self.item_mut(h) {
                 item.touched = false;
+                out.push((h, item.owner));
             }
         }
-        list
+        out
     }
 
     /// vdestack: the socket changed by ingress: egress and the user should look at it.
@@ -161,6 +173,7 @@ impl<'a> SocketSet<'a> {
                     cached_poll_at: PollAt::Now,
                     touched: false,
                     indexed: None,
+                    owner: 0,
                 }),
             };
             handle

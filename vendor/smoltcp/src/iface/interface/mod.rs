@@ -760,6 +760,12 @@ impl Interface {
                 continue;
             }
 
+            let tcp_state_before = match &item.socket {
+                #[cfg(feature = "socket-tcp")]
+                Socket::Tcp(s) => Some(s.state()),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            };
             let mut neighbor_addr = None;
             let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
                 neighbor_addr = Some(response.ip_repr().dst_addr());
@@ -837,10 +843,19 @@ impl Interface {
                 }),
             };
 
-            // vdestack: the dispatch ran (a packet may have gone, a timer may have fired).
+            // vdestack: the dispatch ran; the user looks at the socket if a packet went (a
+            // retransmission, a FIN, a reset) or a timer changed its state.
             item.egress_dirty = false;
             item.cached_poll_at = item.socket.poll_at(&mut self.inner);
-            dispatched.push(item.meta.handle);
+            let tcp_state_after = match &item.socket {
+                #[cfg(feature = "socket-tcp")]
+                Socket::Tcp(s) => Some(s.state()),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            };
+            if neighbor_addr.is_some() || tcp_state_before != tcp_state_after {
+                dispatched.push(item.meta.handle);
+            }
 
             match result {
                 Err(EgressError::Exhausted) => {
