@@ -483,3 +483,8 @@ pub fn recv_vec(fd: RawFd, parts: &mut [&mut [u8]], flags: i32) -> io::Result<us
         }
     }
 }
+
+/// Whether the other end of a socketpair is gone (POLLHUP), without waiting.
+pub fn hung_up(fd: RawFd) -> bool {
+    poll_one(fd, 0, 0).is_ok_and(|ev| ev & libc::POLLHUP != 0)
+}

@@ -1,5 +1,6 @@
 //! The client side of the control path, used by the Rust API and the C library alike.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -15,6 +16,24 @@ pub struct Ctl {
 
 /// The largest control message either side sends.
 pub const MAX_MSG: usize = 64 * 1024;
+
+/// A thread's open connection to one engine, with the process it was opened in.
+struct Conn {
+    engine: Vec<u8>,
+    pid: i32,
+    fd: OwnedFd,
+}
+
+thread_local! {
+    /// Each thread keeps its connections: one request at a time per connection, so replies
+    /// cannot mix between threads; a forked child sees another pid and opens its own.
+    static CONNS: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
+    /// The buffer replies are read into.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Engines a thread keeps a connection to.
+const KEEP: usize = 4;
 
 impl Ctl {
     /// A handle on the engine whose control socket has this abstract name.
@@ -35,8 +54,66 @@ impl Ctl {
     }
 
     /// Sends one request and waits for its reply (and the fd passed with it, if any).
-    /// Each call has its own connection, so concurrent callers never see each other's replies.
+    ///
+    /// The calling thread's connection to the engine is reused; it is taken out of the cache
+    /// for the call, so a call made meanwhile (a signal handler) opens its own.
     pub fn call_fd(&self, req: &Request) -> io::Result<(Reply, Option<OwnedFd>)> {
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let msg = req.encode();
+        let mut conn = None;
+        if let Some(c) = self.cached(pid) {
+            // The application may have closed our fd and reused its number (closefrom in a
+            // daemon): only a socket still connected to this engine is used.
+            let ours = sys::peer_abstract_name(c.fd.as_raw_fd()).as_deref() == Some(&self.name);
+            if ours && sys::send_msg(c.fd.as_raw_fd(), &msg, &[]).is_ok() {
+                conn = Some(c);
+            } else if !ours {
+                std::mem::forget(c.fd); // not ours any more: never close it
+            }
+        }
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = self.connect(pid)?;
+                sys::send_msg(c.fd.as_raw_fd(), &msg, &[])?;
+                c
+            }
+        };
+        let r = BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            buf.resize(MAX_MSG, 0);
+            let (n, fd) = sys::recv_msg(conn.fd.as_raw_fd(), &mut buf)?;
+            if n == 0 {
+                return Err(sys::errno_err(libc::ENETDOWN));
+            }
+            Ok((Reply::decode(&buf[..n])?, fd))
+        });
+        if r.is_ok() {
+            CONNS.with(|c| {
+                let mut v = c.borrow_mut();
+                if v.len() < KEEP {
+                    v.push(conn);
+                }
+            });
+        }
+        r
+    }
+
+    /// Takes this thread's connection to the engine out of the cache, if it has one from
+    /// this process.
+    fn cached(&self, pid: i32) -> Option<Conn> {
+        CONNS.with(|c| {
+            let mut v = c.borrow_mut();
+            // A forked child's copies are its parent's connections: forget them (closing our
+            // copy leaves the parent's open).
+            v.retain(|c| c.pid == pid);
+            let i = v.iter().position(|c| c.engine == self.name)?;
+            Some(v.swap_remove(i))
+        })
+    }
+
+    fn connect(&self, pid: i32) -> io::Result<Conn> {
         let sock = sys::unix_socket(libc::SOCK_SEQPACKET)?;
         sys::connect_abstract(sock.as_raw_fd(), &self.name).map_err(|e| {
             if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -46,13 +123,11 @@ impl Ctl {
                 e
             }
         })?;
-        sys::send_msg(sock.as_raw_fd(), &req.encode(), &[])?;
-        let mut buf = vec![0u8; MAX_MSG];
-        let (n, fd) = sys::recv_msg(sock.as_raw_fd(), &mut buf)?;
-        if n == 0 {
-            return Err(sys::errno_err(libc::ENETDOWN));
-        }
-        Ok((Reply::decode(&buf[..n])?, fd))
+        Ok(Conn {
+            engine: self.name.clone(),
+            pid,
+            fd: sock,
+        })
     }
 
     /// Sends one request and returns its reply; `Reply::Err(e)` becomes an `io::Error`.

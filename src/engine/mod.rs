@@ -34,10 +34,25 @@ use stack::NetStack;
 /// What a mio token stands for.
 enum Source {
     CtlListener(OwnedFd),
-    /// A control connection waiting for its request, or for a deferred reply.
-    CtlConn(OwnedFd),
+    /// A control connection: a client thread's, kept for its later requests.
+    CtlConn(CtlConn),
     Link(u32),
     Sock(u32, u64),
+}
+
+thread_local! {
+    /// The engine's buffer for control messages (one thread, one request at a time).
+    static CTL_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A control connection. A client sends one request at a time and waits for its reply.
+struct CtlConn {
+    fd: OwnedFd,
+    /// A request's reply was deferred (a blocking connect, accept, dhcp) and is still owed.
+    owed: bool,
+    /// The client hung up while a reply was owed: the slot stays taken until that reply
+    /// comes and is dropped, so it can never reach a later connection given the same token.
+    gone: bool,
 }
 
 /// What an epoll event says about an fd.
@@ -281,7 +296,11 @@ impl Engine {
                         continue; // only the same user may drive our stacks
                     }
                     let fd = conn.as_raw_fd();
-                    let t = self.sources.insert(Source::CtlConn(conn));
+                    let t = self.sources.insert(Source::CtlConn(CtlConn {
+                        fd: conn,
+                        owed: false,
+                        gone: false,
+                    }));
                     if self
                         .poll
                         .registry()
@@ -293,31 +312,46 @@ impl Engine {
                 }
             }
             Some(Source::CtlConn(c)) => {
-                let fd = c.as_raw_fd();
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                let mut buf = vec![0u8; control::client::MAX_MSG];
-                let req = match sys::recv_msg(fd, &mut buf) {
-                    Ok((n, _)) if n > 0 => Request::decode(&buf[..n]).map_err(|_| libc::EINVAL),
-                    _ => {
-                        self.sources.remove(token);
+                let fd = c.fd.as_raw_fd();
+                loop {
+                    let req = CTL_BUF.with(|b| {
+                        let mut buf = b.borrow_mut();
+                        buf.resize(control::client::MAX_MSG, 0);
+                        match sys::recv_msg(fd, &mut buf) {
+                            Ok((n, _)) if n > 0 => {
+                                Some(Request::decode(&buf[..n]).map_err(|_| libc::EINVAL))
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                            _ => Some(Err(-1)), // EOF or error: the client is gone
+                        }
+                    });
+                    let Some(req) = req else { return };
+                    if req == Err(-1) {
+                        self.hang_up(token);
                         return;
                     }
-                };
-                // A request that panics still gets an answer, or its caller would wait forever.
-                let reply = match req {
-                    Ok(req) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.request(token, req, work)
-                    }))
-                    .unwrap_or_else(|_| {
-                        eprintln!(
-                            "vdestack engine: internal error answering a request (recovered)"
-                        );
-                        Some((Reply::Err(libc::EIO), None))
-                    }),
-                    Err(e) => Some((Reply::Err(e), None)),
-                };
-                if let Some((reply, fd)) = reply {
-                    self.reply(token, reply, fd);
+                    // A request that panics still gets an answer, or its caller would wait.
+                    let reply = match req {
+                        Ok(req) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.request(token, req, work)
+                        }))
+                        .unwrap_or_else(|_| {
+                            eprintln!(
+                                "vdestack engine: internal error answering a request (recovered)"
+                            );
+                            Some((Reply::Err(libc::EIO), None))
+                        }),
+                        Err(e) => Some((Reply::Err(e), None)),
+                    };
+                    match reply {
+                        Some((reply, fd)) => self.reply(token, reply, fd),
+                        None => {
+                            if let Some(Source::CtlConn(c)) = self.sources.get_mut(token) {
+                                c.owed = true;
+                            }
+                            return;
+                        }
+                    }
                 }
             }
             Some(Source::Link(stack)) => work.push(*stack),
@@ -341,11 +375,35 @@ impl Engine {
         }
     }
 
-    /// Sends a reply on control connection `token` and closes it.
+    /// Sends a reply on control connection `token` (dropped if its client hung up).
     fn reply(&mut self, token: usize, reply: Reply, fd: Option<OwnedFd>) {
-        if let Some(Source::CtlConn(c)) = self.sources.try_remove(token) {
-            let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-            let _ = sys::send_msg(c.as_raw_fd(), &reply.encode(), &fds);
+        let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        c.owed = false;
+        if c.gone {
+            self.sources.remove(token);
+            return;
+        }
+        let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        if sys::send_msg(c.fd.as_raw_fd(), &reply.encode(), &fds).is_err() {
+            self.hang_up(token);
+        }
+    }
+
+    /// Forgets a control connection whose client hung up.
+    fn hang_up(&mut self, token: usize) {
+        let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
+            return;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&c.fd.as_raw_fd()));
+        if c.owed {
+            c.gone = true; // see CtlConn::gone
+        } else {
+            self.sources.remove(token);
         }
     }
 

@@ -809,8 +809,8 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
             for c in s.waiters {
                 done.push((c, Reply::Err(libc::EBADF)));
             }
+            st.release(id, s.local.map(|a| (s.stream, a.port())));
         }
-        st.release(id);
         moved = true;
     }
     moved
@@ -965,9 +965,6 @@ fn pump_list(st: &mut NetStack) -> Vec<u64> {
     ids.extend(st.connecting.iter());
     ids.sort_unstable();
     ids.dedup();
-    if std::env::var_os("VDS_DBG").is_some() && ids.len() > 50 {
-        eprintln!("pump_list {} sweep={sweep} connecting={}", ids.len(), st.connecting.len());
-    }
     ids
 }
 

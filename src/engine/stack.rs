@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;
@@ -347,6 +348,18 @@ impl NetStack {
     /// Reserves `port` for socket `b.sock`, or fails with EADDRINUSE.
     pub fn reserve(&mut self, tcp: bool, port: u16, b: Binding) -> Result<(), i32> {
         let list = self.ports.entry((tcp, port)).or_default();
+        // A socket the application closed a moment ago may not be gone yet (its hang-up
+        // event waits behind this request): close() frees a port at once, so it goes now.
+        let socks = &mut self.socks;
+        let dirty = &mut self.dirty;
+        list.retain(|o| match socks.get_mut(&o.sock) {
+            Some(s) if s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd()) => {
+                s.app_closed = true;
+                dirty.push(o.sock);
+                false
+            }
+            _ => true,
+        });
         for o in list.iter() {
             let overlap = match (o.ip, b.ip) {
                 (None, None) => !(o.v6 != b.v6 && (o.v6only || b.v6only)),
@@ -365,12 +378,23 @@ impl NetStack {
         Ok(())
     }
 
-    /// Releases every port socket `sock` holds.
-    pub fn release(&mut self, sock: u64) {
-        self.ports.retain(|_, list| {
+    /// Releases the port socket `sock` holds (bound at `local`; every port it may hold
+    /// when that is not known).
+    pub fn release(&mut self, sock: u64, local: Option<(bool, u16)>) {
+        let keep = |list: &mut Vec<Binding>| {
             list.retain(|b| b.sock != sock);
             !list.is_empty()
-        });
+        };
+        match local {
+            Some(key) => {
+                if let Some(list) = self.ports.get_mut(&key) {
+                    if !keep(list) {
+                        self.ports.remove(&key);
+                    }
+                }
+            }
+            None => self.ports.retain(|_, list| keep(list)),
+        }
     }
 
     /// The IPv4 and IPv6 unspecified addresses.

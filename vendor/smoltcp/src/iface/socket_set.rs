@@ -1,10 +1,12 @@
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BinaryHeap};
+use core::cmp::Reverse;
 use alloc::vec::Vec;
 use core::fmt;
 use managed::ManagedSlice;
 
 use super::socket_meta::Meta;
 use crate::socket::{AnySocket, PollAt, Socket};
+use crate::time::Instant;
 use crate::wire::IpEndpoint;
 
 /// vdestack: a TCP connection's (local, remote) endpoints, the key of the demux index.
@@ -42,12 +44,20 @@ pub(crate) struct Item<'a> {
 }
 
 impl Item<'_> {
-    /// vdestack: ingress or a timer changed the socket: egress and the user should look.
-    pub(crate) fn mark(&mut self, touched: &mut Vec<SocketHandle>) {
-        self.egress_dirty = true;
+    /// vdestack: ingress changed the socket: egress and the user should look.
+    pub(crate) fn mark(&mut self, touched: &mut Vec<SocketHandle>, egress: &mut Vec<SocketHandle>) {
+        self.dirty(egress);
         if !self.touched {
             self.touched = true;
             touched.push(self.meta.handle);
+        }
+    }
+
+    /// vdestack: egress should look at the socket.
+    pub(crate) fn dirty(&mut self, egress: &mut Vec<SocketHandle>) {
+        if !self.egress_dirty {
+            self.egress_dirty = true;
+            egress.push(self.meta.handle);
         }
     }
 }
@@ -78,6 +88,11 @@ pub struct SocketSet<'a> {
     /// vdestack: TCP sockets by 4-tuple, so a segment finds its socket without visiting
     /// every socket. A cache: entries are checked with `accepts` before use.
     pub(crate) tcp_index: BTreeMap<TcpKey, SocketHandle>,
+    /// vdestack: sockets egress must look at (touched, or with something to send now).
+    pub(crate) egress_list: Vec<SocketHandle>,
+    /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
+    /// when its socket is touched or removed; egress and `poll_at` tolerate that.
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
 }
 
 impl<'a> SocketSet<'a> {
@@ -92,6 +107,21 @@ impl<'a> SocketSet<'a> {
             free: Vec::new(),
             touched: Vec::new(),
             tcp_index: BTreeMap::new(),
+            egress_list: Vec::new(),
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    /// vdestack: the live item at `handle`, if any.
+    pub(crate) fn item(&self, handle: SocketHandle) -> Option<&Item<'a>> {
+        self.sockets.get(handle.0).and_then(|s| s.inner.as_ref())
+    }
+
+    /// vdestack: egress should look at the socket.
+    pub(crate) fn mark_egress(&mut self, handle: SocketHandle) {
+        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+            item.egress_dirty = true;
+            self.egress_list.push(handle);
         }
     }
 
@@ -120,7 +150,7 @@ impl<'a> SocketSet<'a> {
     /// vdestack: the socket changed by ingress: egress and the user should look at it.
     pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
         if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
-            item.mark(&mut self.touched);
+            item.mark(&mut self.touched, &mut self.egress_list);
         }
     }
 
@@ -180,7 +210,16 @@ impl<'a> SocketSet<'a> {
         }
 
         let socket = socket.upcast();
+        let handle = self.put_somewhere(socket, put);
+        self.egress_list.push(handle); // new items start dirty
+        handle
+    }
 
+    fn put_somewhere(
+        &mut self,
+        socket: Socket<'a>,
+        put: fn(usize, &mut SocketStorage<'a>, Socket<'a>) -> SocketHandle,
+    ) -> SocketHandle {
         while let Some(index) = self.free.pop() {
             if let Some(slot) = self.sockets.get_mut(index) {
                 if slot.inner.is_none() {
@@ -229,7 +268,7 @@ impl<'a> SocketSet<'a> {
     pub fn get_mut<T: AnySocket<'a>>(&mut self, handle: SocketHandle) -> &mut T {
         match self.sockets[handle.0].inner.as_mut() {
             Some(item) => {
-                item.egress_dirty = true;
+                item.dirty(&mut self.egress_list);
                 T::downcast_mut(&mut item.socket)
                     .expect("handle refers to a socket of a wrong type")
             }
@@ -264,10 +303,14 @@ impl<'a> SocketSet<'a> {
 
     /// Get a mutable iterator to the inner sockets.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (SocketHandle, &mut Socket<'a>)> {
-        self.items_mut().map(|i| {
-            i.egress_dirty = true;
-            (i.meta.handle, &mut i.socket)
-        })
+        let egress = &mut self.egress_list;
+        self.sockets
+            .iter_mut()
+            .filter_map(|x| x.inner.as_mut())
+            .map(move |i| {
+                i.dirty(egress);
+                (i.meta.handle, &mut i.socket)
+            })
     }
 
     /// Iterate every socket in this set.

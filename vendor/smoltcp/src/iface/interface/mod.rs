@@ -602,9 +602,14 @@ impl Interface {
             return Some(Instant::from_millis(0));
         }
 
+        // vdestack: the touched sockets, then the earliest timer (an entry may be stale: that
+        // costs one early poll, never a late one).
+        let timer = sockets.timers.peek().map(|r| r.0.0);
         #[allow(unused_mut)]
         let mut res = sockets
-            .items()
+            .egress_list
+            .iter()
+            .filter_map(|h| sockets.item(*h))
             .filter_map(|item| {
                 let socket_poll_at = if item.egress_dirty {
                     item.socket.poll_at(&mut self.inner)
@@ -622,6 +627,10 @@ impl Interface {
                 }
             })
             .min();
+        res = match (res, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
 
         #[cfg(feature = "proto-ipv6-slaac")]
         if self.inner.slaac_enabled {
@@ -742,14 +751,32 @@ impl Interface {
 
         let mut result = PollResult::None;
         let now = self.inner.now;
+        // vdestack: visit only the sockets that were touched (the egress list) and those whose
+        // own time has come (the timer heap), not every socket of the set.
+        let mut work = core::mem::take(&mut sockets.egress_list);
+        while let Some(core::cmp::Reverse((t, h))) = sockets.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            sockets.timers.pop();
+            work.push(h);
+        }
+        work.sort_unstable();
+        work.dedup();
         let mut dispatched = alloc::vec::Vec::new();
-        for item in sockets.items_mut() {
-            // vdestack: a socket nobody touched since its last dispatch sleeps until the time
-            // that dispatch left it: visiting it costs two comparisons, not a dispatch.
+        let mut again = alloc::vec::Vec::new();
+        let mut timed = alloc::vec::Vec::new();
+        let mut next = 0;
+        while next < work.len() {
+            let handle = work[next];
+            next += 1;
+            let Some(item) = sockets.item_mut(handle) else {
+                continue;
+            };
             if !item.egress_dirty {
                 match item.cached_poll_at {
                     PollAt::Ingress => continue,
-                    PollAt::Time(t) if t > now => continue,
+                    PollAt::Time(t) if t > now => continue, // a stale timer entry
                     _ => {}
                 }
             }
@@ -757,6 +784,9 @@ impl Interface {
                 .meta
                 .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
             {
+                // Waiting for a neighbour: ask again on the next egress.
+                item.egress_dirty = true;
+                again.push(handle);
                 continue;
             }
 
@@ -846,7 +876,18 @@ impl Interface {
             // vdestack: the dispatch ran; the user looks at the socket if a packet went (a
             // retransmission, a FIN, a reset) or a timer changed its state.
             item.egress_dirty = false;
+            let before = item.cached_poll_at;
             item.cached_poll_at = item.socket.poll_at(&mut self.inner);
+            match item.cached_poll_at {
+                PollAt::Now => {
+                    item.egress_dirty = true;
+                    again.push(handle);
+                }
+                PollAt::Time(t) if item.cached_poll_at != before || t <= now => {
+                    timed.push(core::cmp::Reverse((t, handle)))
+                }
+                _ => {}
+            }
             let tcp_state_after = match &item.socket {
                 #[cfg(feature = "socket-tcp")]
                 Socket::Tcp(s) => Some(s.state()),
@@ -860,6 +901,8 @@ impl Interface {
             match result {
                 Err(EgressError::Exhausted) => {
                     item.egress_dirty = true;
+                    again.push(handle);
+                    again.extend_from_slice(&work[next..]);
                     break; // Device buffer full.
                 }
                 Err(EgressError::Dispatch) => {
@@ -878,6 +921,10 @@ impl Interface {
         for h in dispatched {
             sockets.mark_touched(h);
         }
+        for h in again {
+            sockets.mark_egress(h);
+        }
+        sockets.timers.extend(timed);
         result
     }
 }
