@@ -378,8 +378,7 @@ impl NetStack {
         Ok(())
     }
 
-    /// Releases the port socket `sock` holds (bound at `local`; every port it may hold
-    /// when that is not known).
+    /// Releases the port socket `sock` holds, bound at `local` (None: it never bound).
     pub fn release(&mut self, sock: u64, local: Option<(bool, u16)>) {
         let keep = |list: &mut Vec<Binding>| {
             list.retain(|b| b.sock != sock);
@@ -393,7 +392,7 @@ impl NetStack {
                     }
                 }
             }
-            None => self.ports.retain(|_, list| keep(list)),
+            None => {} // never bound: holds no port
         }
     }
 
