@@ -231,16 +231,17 @@ fn stacks(n: usize, budget: Duration) -> Result<()> {
     kv("connect_us_per_stack", us_per(dt, connected));
     kv("connect_only_us_per_stack", us_per(connect_only, connected));
     kv("rss_kib_delta_after_connects", rss_kib() - rss0);
-    if let Some(f) = failure {
-        kv("error", &f);
-        bail!("{f}");
-    }
 
+    // Torn down even after a failed connect phase: its cost is a figure too.
     phase("teardown");
     let t = Instant::now();
     drop(ls);
     drop(st);
     kv("teardown_us_per_stack", us_per(t.elapsed(), n));
+    if let Some(f) = failure {
+        kv("error", &f);
+        bail!("{f}");
+    }
     Ok(())
 }
 
@@ -608,7 +609,7 @@ fn main() {
     };
     if let Err(e) = r {
         eprintln!(
-            "scale: FAILED in phase {}: {e:#}",
+            "scale: FAILED (last phase: {}): {e:#}",
             *PHASE.lock().unwrap_or_else(|e| e.into_inner())
         );
         std::process::exit(1);
