@@ -241,6 +241,18 @@ fn listen_socket(opts: &Opts, ep: IpListenEndpoint) -> tcp::Socket<'static> {
     t
 }
 
+/// Adds a socket of listener `owner`'s pool to a set.
+fn add_listening(
+    set: &mut SocketSet<'static>,
+    t: tcp::Socket<'static>,
+    owner: u64,
+) -> SocketHandle {
+    let h = set.add(t);
+    set.set_owner(h, owner);
+    set.note_listener(h);
+    h
+}
+
 /// Gives a connection that reached a listener its buffers and lets its SYN|ACK go.
 fn answer_syn(sock: &mut tcp::Socket<'static>, opts: &Opts) {
     if sock.recv_capacity() == 0 {
@@ -288,8 +300,7 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     for set in [LINK, LO] {
         if sets[set] {
             for _ in 0..per_set {
-                let h = st.sets[set].add(listen_socket(&s.opts, ep));
-                st.sets[set].set_owner(h, id);
+                let h = add_listening(&mut st.sets[set], listen_socket(&s.opts, ep), id);
                 l.listening.push((set, h));
             }
         }
@@ -445,6 +456,7 @@ fn connect(
     }
     let handle = st.sets[set].add(t);
     st.sets[set].set_owner(handle, id);
+    st.sets[set].index_tcp(handle);
     st.connecting.insert(id);
     s.peer = Some(NetStack::as_seen(
         s.domain,
@@ -887,13 +899,13 @@ fn pump_listener(
             State::Closed => {
                 sock.pause_synack(true);
                 let _ = sock.listen(l.endpoint);
+                sets[set].note_listener(h);
                 i += 1;
             }
             _ => {
                 l.listening.swap_remove(i);
                 if l.listening.iter().filter(|e| e.0 == set).count() < l.per_set {
-                    let fresh = sets[set].add(listen_socket(opts, l.endpoint));
-                    sets[set].set_owner(fresh, id);
+                    let fresh = add_listening(&mut sets[set], listen_socket(opts, l.endpoint), id);
                     l.listening.push((set, fresh));
                 }
                 l.ready.push_back((set, h));
@@ -934,8 +946,8 @@ fn hand_over(st: &mut NetStack, id: u64, set: usize, h: SocketHandle) {
     if let Some(s) = st.socks.get_mut(&id) {
         if let SockState::Listening(l) = &mut s.state {
             l.listening.retain(|e| *e != (set, h));
-            let fresh = st.sets[set].add(listen_socket(&s.opts, l.endpoint));
-            st.sets[set].set_owner(fresh, id);
+            let t = listen_socket(&s.opts, l.endpoint);
+            let fresh = add_listening(&mut st.sets[set], t, id);
             l.listening.push((set, fresh));
         }
     }

@@ -88,6 +88,9 @@ pub struct SocketSet<'a> {
     /// vdestack: TCP sockets by 4-tuple, so a segment finds its socket without visiting
     /// every socket. A cache: entries are checked with `accepts` before use.
     pub(crate) tcp_index: BTreeMap<TcpKey, SocketHandle>,
+    /// vdestack: sockets the user said listen (`note_listener`), where a segment that is
+    /// not in `tcp_index` is looked for before visiting every socket.
+    pub(crate) listeners: Vec<SocketHandle>,
     /// vdestack: sockets egress must look at (touched, or with something to send now).
     pub(crate) egress_list: Vec<SocketHandle>,
     /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
@@ -109,6 +112,16 @@ impl<'a> SocketSet<'a> {
             tcp_index: BTreeMap::new(),
             egress_list: Vec::new(),
             timers: BinaryHeap::new(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// vdestack: says that the TCP socket at `handle` listens, so that SYNs find it without
+    /// a visit to every socket. Entries of sockets that stopped listening are dropped as
+    /// they are met.
+    pub fn note_listener(&mut self, handle: SocketHandle) {
+        if !self.listeners.contains(&handle) {
+            self.listeners.push(handle);
         }
     }
 
@@ -162,6 +175,18 @@ impl<'a> SocketSet<'a> {
                 self.touched.push(handle);
             }
         }
+    }
+
+    /// vdestack: files a TCP socket under its current 4-tuple, so that the first segment for
+    /// a connection the user just opened finds it at once.
+    #[cfg(feature = "socket-tcp")]
+    pub fn index_tcp(&mut self, handle: SocketHandle) {
+        let tuple = self.item(handle).and_then(|i| match &i.socket {
+            Socket::Tcp(s) => s.local_endpoint().zip(s.remote_endpoint()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
+        self.reindex(handle, tuple);
     }
 
     /// vdestack: files a TCP socket under its current 4-tuple (or under none).

@@ -42,6 +42,28 @@ impl InterfaceInner {
                 .is_some_and(|s| s.accepts(self, &ip_repr, &tcp_repr))
         });
         if found.is_none() {
+            let mut i = 0;
+            while i < sockets.listeners.len() {
+                let h = sockets.listeners[i];
+                let Some(s) = sockets
+                    .item_mut(h)
+                    .and_then(|i| tcp::Socket::downcast_mut(&mut i.socket))
+                else {
+                    sockets.listeners.swap_remove(i);
+                    continue;
+                };
+                if s.accepts(self, &ip_repr, &tcp_repr) {
+                    found = Some(h);
+                    break;
+                }
+                if !matches!(s.state(), crate::socket::tcp::State::Listen | crate::socket::tcp::State::SynReceived) {
+                    sockets.listeners.swap_remove(i);
+                    continue;
+                }
+                i += 1;
+            }
+        }
+        if found.is_none() {
             found = sockets.items_mut().find_map(|i| {
                 let h = i.meta.handle;
                 Socket::downcast_mut(&mut i.socket)
