@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium as PhyMedium};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium as PhyMedium};
 use smoltcp::time::Instant;
 
 use crate::link::{Link, Medium};
@@ -41,6 +41,37 @@ thread_local! {
     static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frame buffers the engine keeps for reuse: allocating and freeing a 64 KiB buffer per
+/// packet made glibc grow and trim its heap, and every page fault costs more than a copy.
+const POOL_MAX: usize = 64;
+
+/// A buffer of `len` bytes from the engine's pool (its contents are old frames).
+pub fn take_buf(len: usize) -> Vec<u8> {
+    let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    if v.len() < len {
+        v.resize(len, 0);
+    } else {
+        v.truncate(len);
+    }
+    v
+}
+
+/// Gives a frame buffer back to the pool.
+pub fn give_buf(v: Vec<u8>) {
+    if v.capacity() >= 2048 {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(v);
+            }
+        });
+    }
+}
+
 /// Runs `f` with the engine thread's frame buffer. The engine services one stack at a time,
 /// so one buffer serves them all (thousands of stacks must not hold 64 KiB each).
 pub fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
@@ -56,27 +87,39 @@ fn flush(link: &mut dyn Link, held: &mut VecDeque<Vec<u8>>) -> bool {
         match link.send(frame) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             _ => {
-                held.pop_front();
+                if let Some(f) = held.pop_front() {
+                    give_buf(f);
+                }
             }
         }
     }
     true
 }
 
-/// A received frame.
-pub struct Rx<'a>(&'a [u8]);
+/// A received frame: read into the stack's buffer, or handed over whole by an in-process link.
+pub enum Rx<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
 /// Permission to send one frame on a link.
 pub struct LinkTx<'a>(&'a mut dyn Link, &'a mut VecDeque<Vec<u8>>);
 
 impl phy::RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
+        match self {
+            Rx::Borrowed(b) => f(b),
+            Rx::Owned(v) => {
+                let r = f(&v);
+                give_buf(v);
+                r
+            }
+        }
     }
 }
 
 impl phy::TxToken for LinkTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0u8; len];
+        let mut frame = take_buf(len);
         let r = f(&mut frame);
         // A full link keeps the frame (no more are offered until it is sent); other errors
         // drop it, as a NIC would, and TCP retransmits.
@@ -84,9 +127,10 @@ impl phy::TxToken for LinkTx<'_> {
             if self.1.len() < HELD_MAX {
                 self.1.push_back(frame);
             }
-        } else if let Err(e) = self.0.send(&frame) {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                self.1.push_back(frame);
+        } else {
+            match self.0.send(&frame) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.1.push_back(frame),
+                _ => give_buf(frame),
             }
         }
         r
@@ -108,13 +152,20 @@ impl Device for LinkDevice<'_> {
         if self.buf.len() < link_mtu + 64 {
             self.buf.resize(link_mtu + 64, 0);
         }
+        if let Some(r) = self.link.recv_owned() {
+            let frame = r.ok()?;
+            return Some((Rx::Owned(frame), LinkTx(&mut *self.link, &mut *self.held)));
+        }
         // Skip empty reads (a link may report a frame it could not make sense of), bounded so a
         // dead link cannot spin us.
         for _ in 0..16 {
             match self.link.recv(self.buf) {
                 Ok(0) => continue,
                 Ok(n) => {
-                    return Some((Rx(&self.buf[..n]), LinkTx(&mut *self.link, &mut *self.held)))
+                    return Some((
+                        Rx::Borrowed(&self.buf[..n]),
+                        LinkTx(&mut *self.link, &mut *self.held),
+                    ))
                 }
                 Err(_) => return None,
             }
@@ -141,6 +192,9 @@ impl Device for LinkDevice<'_> {
                 caps.max_transmission_unit = self.mtu;
             }
         }
+        if !self.link.checksummed() {
+            caps.checksum = ChecksumCapabilities::ignored();
+        }
         caps
     }
 }
@@ -165,13 +219,15 @@ pub struct LoTx<'a>(&'a mut VecDeque<Vec<u8>>);
 
 impl phy::RxToken for LoRx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        give_buf(self.0);
+        r
     }
 }
 
 impl phy::TxToken for LoTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut p = vec![0u8; len];
+        let mut p = take_buf(len);
         let r = f(&mut p);
         self.0.push_back(p);
         r
@@ -201,6 +257,8 @@ impl Device for Loopback {
         let mut caps = DeviceCapabilities::default();
         caps.medium = PhyMedium::Ip;
         caps.max_transmission_unit = LO_MTU;
+        // Packets never leave the process: no checksums, as Linux's lo.
+        caps.checksum = ChecksumCapabilities::ignored();
         caps
     }
 }

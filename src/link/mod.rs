@@ -39,6 +39,15 @@ pub trait Link {
     /// Tells the link the stack's addresses on it, whenever they change. A link that knows
     /// its members' addresses (mem://) delivers an ARP request only to the address's owner.
     fn set_addrs(&mut self, _addrs: &[std::net::IpAddr]) {}
+    /// Takes one waiting frame whole, for links that hold frames in memory (mem://); None
+    /// for links that read into a buffer with [`Link::recv`].
+    fn recv_owned(&mut self) -> Option<io::Result<Vec<u8>>> {
+        None
+    }
+    /// Whether frames need checksums: not on a link whose frames never leave the process.
+    fn checksummed(&self) -> bool {
+        true
+    }
 }
 
 /// How an in-process link tells the engine that a stack has frames waiting.
