@@ -380,19 +380,12 @@ impl NetStack {
 
     /// Releases the port socket `sock` holds, bound at `local` (None: it never bound).
     pub fn release(&mut self, sock: u64, local: Option<(bool, u16)>) {
-        let keep = |list: &mut Vec<Binding>| {
+        let Some(key) = local else { return };
+        if let Some(list) = self.ports.get_mut(&key) {
             list.retain(|b| b.sock != sock);
-            !list.is_empty()
-        };
-        match local {
-            Some(key) => {
-                if let Some(list) = self.ports.get_mut(&key) {
-                    if !keep(list) {
-                        self.ports.remove(&key);
-                    }
-                }
+            if list.is_empty() {
+                self.ports.remove(&key);
             }
-            None => {} // never bound: holds no port
         }
     }
 
