@@ -18,6 +18,8 @@ pub struct LinkDevice<'a> {
     pub buf: &'a mut Vec<u8>,
     pub held: &'a mut VecDeque<Vec<u8>>,
     pub mtu: usize,
+    /// The link's fd may have frames: false after EAGAIN until epoll says otherwise.
+    pub rd: &'a mut bool,
 }
 
 impl<'a> LinkDevice<'a> {
@@ -27,12 +29,14 @@ impl<'a> LinkDevice<'a> {
         buf: &'a mut Vec<u8>,
         held: &'a mut VecDeque<Vec<u8>>,
         mtu: usize,
+        rd: &'a mut bool,
     ) -> Self {
         LinkDevice {
             link,
             buf,
             held,
             mtu,
+            rd,
         }
     }
 }
@@ -156,6 +160,9 @@ impl Device for LinkDevice<'_> {
             let frame = r.ok()?;
             return Some((Rx::Owned(frame), LinkTx(&mut *self.link, &mut *self.held)));
         }
+        if !*self.rd && self.link.poll_fd().is_some() {
+            return None; // nothing came since the last EAGAIN
+        }
         // Skip empty reads (a link may report a frame it could not make sense of), bounded so a
         // dead link cannot spin us.
         for _ in 0..16 {
@@ -167,7 +174,10 @@ impl Device for LinkDevice<'_> {
                         LinkTx(&mut *self.link, &mut *self.held),
                     ))
                 }
-                Err(_) => return None,
+                Err(e) => {
+                    *self.rd = e.kind() != io::ErrorKind::WouldBlock;
+                    return None;
+                }
             }
         }
         None

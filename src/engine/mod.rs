@@ -354,7 +354,13 @@ impl Engine {
                     }
                 }
             }
-            Some(Source::Link(stack)) => work.push(*stack),
+            Some(Source::Link(stack)) => {
+                let stack = *stack;
+                if let Some(st) = self.stacks.get_mut(&stack) {
+                    st.link_rd |= ready.rd;
+                }
+                work.push(stack);
+            }
             Some(Source::Sock(stack, sock)) => {
                 let (stack, sock) = (*stack, *sock);
                 if let Some(s) = self
@@ -474,17 +480,20 @@ impl Engine {
                 return Reply::Err(crate::link::errno_of(&e));
             }
         };
+        let mut st = st;
         if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
             let t = self.sources.insert(Source::Link(id));
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(t), interest)
+            // Writability matters only while frames wait for a full link (see
+            // NetStack::link_interest): asking always would wake us after every frame sent.
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), Token(t), Interest::READABLE)
             {
                 self.sources.remove(t);
                 return Reply::Err(e.raw_os_error().unwrap_or(libc::EIO));
             }
+            st.link_token = Some(t);
         }
         self.next_stack += 1;
         self.stacks.insert(id, st);
@@ -496,14 +505,15 @@ impl Engine {
         let Some(mut st) = self.stacks.remove(&id) else {
             return Reply::Err(libc::EINVAL);
         };
-        let stale: Vec<usize> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Link(x) | Source::Sock(x, _) if *x == id))
-            .map(|(t, _)| t)
-            .collect();
+        let stale = st
+            .link_token
+            .into_iter()
+            .chain(st.socks.values().map(|s| s.token));
         for t in stale {
-            self.sources.remove(t);
+            if matches!(self.sources.get(t), Some(Source::Link(x) | Source::Sock(x, _)) if *x == id)
+            {
+                self.sources.remove(t);
+            }
         }
         if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -551,6 +561,7 @@ impl Engine {
                 break;
             }
         }
+        st.link_interest(ctx.registry);
         let now = ctx.now;
         let mut at = st.ifaces_poll_at(now);
         if let Some(d) = ops::next_deadline(st) {

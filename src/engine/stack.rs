@@ -69,6 +69,12 @@ pub struct NetStack {
     /// Sockets to look at on the next pump: their pair had an event, a request touched them,
     /// or they moved bytes last time. Others are visited only when smoltcp touched them.
     pub dirty: Vec<u64>,
+    /// The mio token of the link's fd, if it has one.
+    pub link_token: Option<usize>,
+    /// The link's fd may have frames (cleared by EAGAIN, set by epoll).
+    pub link_rd: bool,
+    /// The link's fd is registered for writability too (frames are held).
+    pub link_wr: bool,
     /// Sockets with a connection attempt under way (their deadline needs watching).
     pub connecting: std::collections::BTreeSet<u64>,
     rng: u64,
@@ -127,7 +133,7 @@ impl NetStack {
             cfg.random_seed = seed ^ id as u64;
             Interface::new(
                 cfg,
-                &mut LinkDevice::new(l, &mut frame, &mut held, mtu),
+                &mut LinkDevice::new(l, &mut frame, &mut held, mtu, &mut true),
                 now,
             )
         });
@@ -154,6 +160,9 @@ impl NetStack {
             next_sock: 0,
             dirty: Vec::new(),
             connecting: Default::default(),
+            link_token: None,
+            link_rd: true,
+            link_wr: false,
         })
     }
 
@@ -243,9 +252,10 @@ impl NetStack {
         let mut changed = false;
         if let (Some(iface), Some(link)) = (self.iface.as_mut(), self.link.as_deref_mut()) {
             let (held, sets, mtu, up) = (&mut self.held, &mut self.sets, self.mtu, self.link_up);
+            let rd = &mut self.link_rd;
             super::device::with_buf(|buf| {
                 if up {
-                    let mut dev = LinkDevice::new(link, buf, held, mtu);
+                    let mut dev = LinkDevice::new(link, buf, held, mtu, rd);
                     changed |= iface.poll(now, &mut dev, &mut sets[LINK])
                         == smoltcp::iface::PollResult::SocketStateChanged;
                 } else {
@@ -270,6 +280,28 @@ impl NetStack {
             changed = true;
         }
         changed
+    }
+
+    /// Asks epoll for the link's writability only while frames wait for room.
+    pub fn link_interest(&mut self, registry: &mio::Registry) {
+        let (Some(t), Some(fd)) = (
+            self.link_token,
+            self.link.as_ref().and_then(|l| l.poll_fd()),
+        ) else {
+            return;
+        };
+        let want = !self.held.is_empty();
+        if want != self.link_wr {
+            let interest = if want {
+                mio::Interest::READABLE | mio::Interest::WRITABLE
+            } else {
+                mio::Interest::READABLE
+            };
+            let fd = &mut mio::unix::SourceFd(&fd);
+            if registry.reregister(fd, mio::Token(t), interest).is_ok() {
+                self.link_wr = want;
+            }
+        }
     }
 
     /// When the interfaces next want a poll.

@@ -118,7 +118,8 @@ impl Link for VdeLink {
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(libc::EINTR) => Err(io::ErrorKind::Interrupted.into()),
                 _ => Err(err),
             };
         }
@@ -132,20 +133,23 @@ impl Link for VdeLink {
     /// Sends one frame; `WouldBlock` when the switch's queue is full (the engine holds the
     /// frame and waits for the fd to be writable), `ENOBUFS` drops it.
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: conn is live until drop; frame is valid for reads of frame.len() bytes.
-        let n = unsafe {
-            self.lib
-                .vde_send(self.conn, frame.as_ptr().cast::<c_void>(), frame.len(), 0)
-        };
-        if n < 0 {
+        loop {
+            // SAFETY: conn is live until drop; frame is valid for reads of frame.len() bytes.
+            let n = unsafe {
+                self.lib
+                    .vde_send(self.conn, frame.as_ptr().cast::<c_void>(), frame.len(), 0)
+            };
+            if n >= 0 {
+                return Ok(());
+            }
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
-                Some(libc::ENOBUFS) | Some(libc::EINTR) => Ok(()),
+                Some(libc::ENOBUFS) => Ok(()),
                 _ => Err(err),
             };
         }
-        Ok(())
     }
 }
 
@@ -253,7 +257,14 @@ mod tests {
             match link.recv(buf) {
                 Ok(0) => continue,
                 Ok(n) => return n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => panic!("recv: {e}"),
             }
         }
