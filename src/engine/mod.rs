@@ -177,6 +177,16 @@ fn start() -> io::Result<Ctl> {
     Ok(ctl)
 }
 
+/// How long the engine busy-polls after an event before it sleeps: `VDESTACK_SPIN_US`
+/// microseconds (0 turns it off), 50 by default.
+fn spin_time() -> Duration {
+    let us = std::env::var("VDESTACK_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    Duration::from_micros(us)
+}
+
 fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: b is a valid 8-byte buffer.
@@ -221,20 +231,36 @@ impl Engine {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut work: Vec<u32> = Vec::new();
+        let spin = spin_time();
+        let mut busy_until = std::time::Instant::now();
         loop {
             let now = Instant::now();
-            let timeout = self.timers.peek().map(|Reverse((at, _))| {
+            let mut timeout = self.timers.peek().map(|Reverse((at, _))| {
                 if *at <= now {
                     Duration::ZERO
                 } else {
                     Duration::from_micros((*at - now).total_micros())
                 }
             });
+            // Busy-poll for a moment after work: the answer to what we just sent (a frame
+            // back from the switch, the application's next write) usually comes within tens
+            // of microseconds, and catching it without sleeping saves a wake-up each way.
+            // An idle engine sleeps.
+            let spinning = std::time::Instant::now() < busy_until;
+            if spinning {
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("vdestack engine: poll failed: {e}");
                     return;
                 }
+            }
+            if !events.is_empty() {
+                busy_until = std::time::Instant::now() + spin;
+            } else if spinning {
+                std::hint::spin_loop();
+                continue;
             }
             for ev in events.iter() {
                 let t = ev.token().0;

@@ -286,7 +286,9 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     let ep = listen_ep(local);
     let sets = sets_for(local);
     // Enough sockets in Listen to take a burst of SYNs; refilled as they connect.
-    let per_set = (backlog.max(1) as usize).min(16);
+    // Sockets kept free per set; pump_listener puts a fresh one in place of each SYN taken,
+    // even between two frames of one batch, so two absorb any burst.
+    let per_set = (backlog.max(1) as usize).min(2);
     let screen = screens(s.domain, s.opts.v6only, ep);
     let mut l = Listener {
         backlog: backlog.max(1) as usize,
@@ -877,13 +879,19 @@ fn pump_listener(
     strays: &mut Vec<(u64, usize, SocketHandle)>,
 ) -> bool {
     let mut moved = false;
+    let mut free = [0usize; 2];
+    let mut half_open = 0;
     let mut i = 0;
     while i < l.listening.len() {
         let (set, h) = l.listening[i];
         let sock = sets[set].get_mut::<tcp::Socket>(h);
         match sock.state() {
-            State::Listen => i += 1,
+            State::Listen => {
+                free[set] += 1;
+                i += 1;
+            }
             State::SynReceived => {
+                half_open += 1;
                 if !sock.synack_paused() {
                     // answered; waiting for the peer's ACK
                 } else if !l.screen || takes(domain, opts.v6only, remote_v4(sock)) {
@@ -900,22 +908,51 @@ fn pump_listener(
                 sock.pause_synack(true);
                 let _ = sock.listen(l.endpoint);
                 sets[set].note_listener(h);
+                free[set] += 1;
                 i += 1;
             }
             _ => {
                 l.listening.swap_remove(i);
-                if l.listening.iter().filter(|e| e.0 == set).count() < l.per_set {
-                    let fresh = add_listening(&mut sets[set], listen_socket(opts, l.endpoint), id);
-                    l.listening.push((set, fresh));
-                }
                 l.ready.push_back((set, h));
                 post_token(fd);
                 moved = true;
             }
         }
     }
+    // Keep sockets free to take the next SYNs, as long as the accept queue has room (a full
+    // one drops SYNs, which the peer sends again, as Linux does).
+    for set in [LINK, LO] {
+        while l.sets[set]
+            && free[set] < l.per_set
+            && l.ready.len() < l.backlog.max(1)
+            && half_open < MAX_HALF_OPEN
+        {
+            let fresh = add_listening(&mut sets[set], listen_socket(opts, l.endpoint), id);
+            l.listening.push((set, fresh));
+            free[set] += 1;
+        }
+    }
     moved
 }
+
+/// Between two frames: if socket `owner` is a listener, answers its SYNs and keeps sockets
+/// free for the next ones (a SYN of a family it refuses waits for the next pump_all).
+pub fn refill_listener(
+    socks: &mut std::collections::HashMap<u64, Sock>,
+    sets: &mut [SocketSet<'static>; 2],
+    owner: u64,
+) {
+    let Some(s) = socks.get_mut(&owner) else {
+        return;
+    };
+    if let SockState::Listening(l) = &mut s.state {
+        let mut strays = Vec::new();
+        pump_listener(l, (s.id, s.domain), &s.fd, &s.opts, sets, &mut strays);
+    }
+}
+
+/// Connections a listener lets wait for their handshake's last ACK.
+const MAX_HALF_OPEN: usize = 256;
 
 /// A SYN reached listener `id`, whose family it is not: gives the connection to another
 /// listener of the stack that takes it (an AF_INET and an IPV6_V6ONLY one on one port), or

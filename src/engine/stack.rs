@@ -40,6 +40,36 @@ pub struct DhcpWait {
     pub output: String,
 }
 
+/// Runs one interface: frames in one at a time (a listener whose socket a SYN took gets a
+/// fresh one before the next frame, so a burst of SYNs finds room), then frames out.
+/// Returns whether any socket may have changed.
+fn poll_iface(
+    iface: &mut Interface,
+    now: Instant,
+    dev: &mut impl smoltcp::phy::Device,
+    sets: &mut [SocketSet<'static>; 2],
+    set: usize,
+    socks: &mut HashMap<u64, Sock>,
+) -> bool {
+    use smoltcp::iface::{PollIngressSingleResult, PollResult};
+    let mut changed = false;
+    iface.poll_maintenance(now);
+    loop {
+        match iface.poll_ingress_single(now, dev, &mut sets[set]) {
+            PollIngressSingleResult::None => break,
+            PollIngressSingleResult::PacketProcessed => {}
+            PollIngressSingleResult::SocketStateChanged => changed = true,
+        }
+        if let Some(owner) = sets[set].take_last_reached() {
+            super::ops::refill_listener(socks, sets, owner);
+        }
+    }
+    while iface.poll_egress(now, dev, &mut sets[set]) == PollResult::SocketStateChanged {
+        changed = true;
+    }
+    changed
+}
+
 /// One stack.
 pub struct NetStack {
     pub id: u32,
@@ -252,12 +282,11 @@ impl NetStack {
         let mut changed = false;
         if let (Some(iface), Some(link)) = (self.iface.as_mut(), self.link.as_deref_mut()) {
             let (held, sets, mtu, up) = (&mut self.held, &mut self.sets, self.mtu, self.link_up);
-            let rd = &mut self.link_rd;
+            let (rd, socks) = (&mut self.link_rd, &mut self.socks);
             super::device::with_buf(|buf| {
                 if up {
                     let mut dev = LinkDevice::new(link, buf, held, mtu, rd);
-                    changed |= iface.poll(now, &mut dev, &mut sets[LINK])
-                        == smoltcp::iface::PollResult::SocketStateChanged;
+                    changed |= poll_iface(iface, now, &mut dev, sets, LINK, socks);
                 } else {
                     // A down link drops what arrives, as a down NIC does.
                     if buf.len() < link.mtu() + 64 {
@@ -272,8 +301,8 @@ impl NetStack {
             });
         }
         for _ in 0..64 {
-            let r = self.lo_iface.poll(now, &mut self.lo, &mut self.sets[LO]);
-            changed |= r == smoltcp::iface::PollResult::SocketStateChanged;
+            let (lo, sets, socks) = (&mut self.lo, &mut self.sets, &mut self.socks);
+            changed |= poll_iface(&mut self.lo_iface, now, lo, sets, LO, socks);
             if !self.lo.pending() {
                 break;
             }

@@ -93,6 +93,8 @@ pub struct SocketSet<'a> {
     pub(crate) listeners: Vec<SocketHandle>,
     /// vdestack: sockets egress must look at (touched, or with something to send now).
     pub(crate) egress_list: Vec<SocketHandle>,
+    /// vdestack: the owner tag of the last socket a packet reached.
+    last_reached: Option<u64>,
     /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
     /// when its socket is touched or removed; egress and `poll_at` tolerate that.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
@@ -113,7 +115,15 @@ impl<'a> SocketSet<'a> {
             egress_list: Vec::new(),
             timers: BinaryHeap::new(),
             listeners: Vec::new(),
+            last_reached: None,
         }
+    }
+
+    /// vdestack: the owner tag of the socket the last packet reached, once: with
+    /// `Interface::poll_ingress_single`, the user can react between two packets (a listener
+    /// puts a fresh socket in place of the one a SYN took).
+    pub fn take_last_reached(&mut self) -> Option<u64> {
+        self.last_reached.take()
     }
 
     /// vdestack: says that the TCP socket at `handle` listens, so that SYNs find it without
@@ -164,6 +174,7 @@ impl<'a> SocketSet<'a> {
     pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
         if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
             item.mark(&mut self.touched, &mut self.egress_list);
+            self.last_reached = Some(item.owner);
         }
     }
 
