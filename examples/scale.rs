@@ -7,20 +7,31 @@
 //!                                        stack 0 connects to every other one
 //! scale bulk MIB SECS [TIMEOUT_S]        bulk TCP between two stacks on mem://, next to a
 //!                                        socketpair and kernel loopback TCP (127.0.0.1)
-//! scale conns N [BUDGET_S] [TIMEOUT_S]   N concurrent connections into one stack on mem://
-//! scale kconns N [BUDGET_S] [TIMEOUT_S]  the same with the kernel's TCP on 127.0.0.1
+//! scale conns N [BUDGET_S] [TIMEOUT_S] [WINDOW]
+//!                                        N concurrent connections into one stack, from a
+//!                                        stack in another process over a vdeplug4 switch,
+//!                                        WINDOW connects in flight (default 64)
+//! scale kconns N [BUDGET_S] [TIMEOUT_S] [WINDOW]
+//!                                        the same with the kernel's TCP on 127.0.0.1
 //! scale idle N SECS [TIMEOUT_S]          CPU time and engine wake-ups of N idle stacks
 //! ```
 //!
 //! BUDGET_S bounds the connect phase: when it runs out, the bench stops connecting, reports
-//! how far it got (and checks what it has), then fails.
+//! how far it got, then fails.
+//!
+//! Every stack socket is a socketpair, and RLIMIT_NOFILE may be as low as 20,000 with no
+//! way to raise it. So the benches with 10,000 sockets keep no process above one fd per
+//! socket: the engine (the process that created the stacks) holds the engine ends, and
+//! forked children hold the application ends. A child reaches its parent's engine over the
+//! control socket; it never creates stacks, and it never drops a `Stack` (that would end
+//! the stack): it leaves with `_exit`.
 
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,33 +48,181 @@ static REACHED: AtomicUsize = AtomicUsize::new(0);
 static DEFERRED: Mutex<Option<String>> = Mutex::new(None);
 
 fn phase(p: &'static str) {
-    *PHASE.lock().unwrap() = p;
+    *lock(&PHASE) = p;
     REACHED.store(0, Ordering::Relaxed);
-    eprintln!("scale: {p}");
+    // One write, so that lines of processes running at once do not mix.
+    let line = format!("scale: {}: {p}\n", *lock(&ROLE));
+    let _ = io::stderr().write_all(line.as_bytes());
 }
 
+/// Whether this process printed an `error=` line.
+static ERROR_SAID: AtomicBool = AtomicBool::new(false);
+
 fn kv(k: &str, v: impl std::fmt::Display) {
+    if k == "error" {
+        ERROR_SAID.store(true, Ordering::Relaxed);
+    }
     println!("{k}={v}");
+}
+
+/// When every process of the run must be done. A forked child's watchdog fires a second
+/// before its parent's, so that the innermost process says where it was.
+static DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
+/// Which process of the run this is, for messages.
+static ROLE: Mutex<&str> = Mutex::new("main");
+/// The switch's directory, removed if the watchdog ends the run.
+static SWITCH_DIR: Mutex<Option<String>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Ends the process after `secs`, saying where it was: a hang must not go unnoticed.
 fn watchdog(secs: u64) {
+    *lock(&DEADLINE) = Some(Instant::now() + Duration::from_secs(secs));
+    start_watchdog();
+}
+
+fn start_watchdog() {
+    let Some(deadline) = *lock(&DEADLINE) else {
+        return;
+    };
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        let p = *PHASE.lock().unwrap_or_else(|e| e.into_inner());
-        kv("error", format!("timeout after {secs} s"));
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        let (p, role) = (*lock(&PHASE), *lock(&ROLE));
+        let reached = REACHED.load(Ordering::Relaxed);
+        kv("error", format!("{role}: timeout in phase {p}"));
         kv("timeout_phase", p);
-        kv("timeout_reached", REACHED.load(Ordering::Relaxed));
-        eprintln!(
-            "scale: TIMEOUT after {secs} s in phase {p}, reached {}",
-            REACHED.load(Ordering::Relaxed)
-        );
-        std::process::exit(124);
+        kv("timeout_reached", reached);
+        eprintln!("scale: {role}: TIMEOUT in phase {p}, reached {reached}");
+        die(124);
     });
+}
+
+/// Ends this process at once (no destructors: a forked child must not drop its parent's
+/// stacks), with stdout flushed.
+fn die(code: i32) -> ! {
+    let _ = io::stdout().flush();
+    if *lock(&ROLE) == "main" {
+        if let Some(d) = lock(&SWITCH_DIR).take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    // SAFETY: ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// A process forked by the bench.
+struct Proc {
+    pid: libc::pid_t,
+    role: &'static str,
+}
+
+/// Forks a process that runs `f` as `role` and ends with it: status 0, or 1 after saying
+/// why. It dies with the thread that forked it (PR_SET_PDEATHSIG), so a failing or timed
+/// out run leaves nothing behind.
+fn fork(role: &'static str, f: impl FnOnce() -> Result<()>) -> Result<Proc> {
+    io::stdout().flush()?;
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the child only runs `f` and leaves with _exit; it never returns here.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork {role}: {}", io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(Proc { pid, role });
+    }
+    // SAFETY: prctl with integer arguments; getppid cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    *lock(&ROLE) = role;
+    if let Some(d) = lock(&DEADLINE).as_mut() {
+        *d -= Duration::from_secs(1);
+    }
+    start_watchdog();
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => match lock(&DEFERRED).take() {
+            None => 0,
+            Some(m) => {
+                kv("error", format!("{role}: {m}"));
+                eprintln!("scale: {role}: FAILED: {m}");
+                1
+            }
+        },
+        Ok(Err(e)) => {
+            kv("error", format!("{role}: {e:#}"));
+            eprintln!("scale: {role}: FAILED (phase {}): {e:#}", *lock(&PHASE));
+            1
+        }
+        Err(_) => {
+            kv("error", format!("{role}: panicked"));
+            1
+        }
+    };
+    die(code)
+}
+
+/// Waits for all of `procs`; when one fails, kills the others. Fails with the first
+/// failure.
+fn wait_all(mut procs: Vec<Proc>) -> Result<()> {
+    let mut failure = None;
+    while !procs.is_empty() {
+        let mut status = 0;
+        // SAFETY: waits for a child of ours.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            bail!("waitpid: {e}");
+        }
+        let Some(i) = procs.iter().position(|p| p.pid == pid) else {
+            continue; // the switch
+        };
+        let p = procs.swap_remove(i);
+        let how = if libc::WIFEXITED(status) {
+            match libc::WEXITSTATUS(status) {
+                0 => continue,
+                c => format!("exit status {c}"),
+            }
+        } else {
+            format!("signal {}", libc::WTERMSIG(status))
+        };
+        failure.get_or_insert(format!("{} (pid {pid}) failed: {how}", p.role));
+        for p in &procs {
+            // SAFETY: kills a child of ours that has not been reaped.
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        }
+    }
+    match failure {
+        Some(f) => bail!("{f}"),
+        None => Ok(()),
+    }
+}
+
+/// Open fds of process `pid`.
+fn fds_of(pid: libc::pid_t) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn getpid() -> libc::pid_t {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
 }
 
 fn rss_kib() -> u64 {
     status_field("/proc/self/status", "VmRSS:").unwrap_or(0)
+}
+
+/// VmRSS of process `pid`, in KiB.
+fn rss_of(pid: libc::pid_t) -> u64 {
+    status_field(&format!("/proc/{pid}/status"), "VmRSS:").unwrap_or(0)
 }
 
 fn status_field(path: &str, key: &str) -> Option<u64> {
@@ -122,7 +281,7 @@ fn fit_fds(n: usize, per: u64) -> usize {
         kv("requested", n);
         kv("fd_limited", fit);
         eprintln!("scale: FD LIMIT: {msg}");
-        *DEFERRED.lock().unwrap() = Some(msg);
+        *lock(&DEFERRED) = Some(msg);
     }
     fit
 }
@@ -140,13 +299,19 @@ fn us_per(d: Duration, n: usize) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6 / n.max(1) as f64)
 }
 
-/// 2a: N stacks, a listener each, stack 0 connects to all others (one byte, then close).
+/// 2a: N stacks, a listener each, stack 0 connects to all others (one byte each way, then
+/// close).
+///
+/// This process is the engine: it creates the stacks, and keeps only the engine ends of
+/// the sockets. A forked acceptor opens the listeners (so their application ends live
+/// there), accepts one connection on each in turn and echoes its byte. The connections
+/// from stack 0 are made here, one at a time, each closed after use.
 fn stacks(n: usize, budget: Duration) -> Result<()> {
     if n < 2 {
         bail!("stacks needs N >= 2");
     }
-    // A listener is a socketpair: both ends live in this process.
-    let n = fit_fds(n, 2);
+    // Each process holds one fd per listener: its engine end or its application end.
+    let n = fit_fds(n, 1);
     let vnl = mem("stacks");
     kv("stacks", n);
     let rss0 = rss_kib();
@@ -173,19 +338,51 @@ fn stacks(n: usize, budget: Duration) -> Result<()> {
     );
 
     phase("listen");
-    let mut ls = Vec::with_capacity(n);
-    let t = Instant::now();
-    for (i, s) in st.iter().enumerate() {
-        ls.push(TcpListener::bind(s, "0.0.0.0:7").with_context(|| format!("stack {i}: listen"))?);
-        REACHED.store(i + 1, Ordering::Relaxed);
+    // One byte from the acceptor: its listeners are up.
+    let (mut ready, ready_w) = UnixStream::pair()?;
+    let acceptor = fork("acceptor", || {
+        let mut ls = Vec::with_capacity(n);
+        let t = Instant::now();
+        for (i, s) in st.iter().enumerate() {
+            ls.push(
+                TcpListener::bind(s, "0.0.0.0:7").with_context(|| format!("stack {i}: listen"))?,
+            );
+            REACHED.store(i + 1, Ordering::Relaxed);
+        }
+        kv("listen_us_per_stack", us_per(t.elapsed(), n));
+        (&ready_w).write_all(b"l")?;
+        phase("accept+echo");
+        let mut accepted = 0;
+        for (i, l) in ls.iter().enumerate().skip(1) {
+            let (mut a, _) = l.accept().with_context(|| format!("stack {i}: accept"))?;
+            let mut b = [0u8; 1];
+            a.read_exact(&mut b)
+                .with_context(|| format!("stack {i}: read"))?;
+            a.write_all(&b)
+                .with_context(|| format!("stack {i}: write"))?;
+            accepted += 1;
+            REACHED.store(accepted, Ordering::Relaxed);
+            if i == 1 {
+                kv("fds_acceptor", fds_of(getpid()));
+            }
+        }
+        kv("accepted", accepted);
+        Ok(())
+    })?;
+    drop(ready_w);
+    let mut b = [0u8; 1];
+    if ready.read(&mut b)? == 0 {
+        // The acceptor ended before its listeners were up: wait_all says why.
+        wait_all(vec![acceptor])?;
+        bail!("the acceptor ended before it listened");
     }
-    kv("listen_us_per_stack", us_per(t.elapsed(), n));
     let rss_set = rss_kib();
     kv("rss_kib_delta", rss_set - rss0);
     kv(
         "rss_kib_per_stack",
         format!("{:.1}", (rss_set - rss0) as f64 / n as f64),
     );
+    kv("fds_engine", fds_of(getpid()));
 
     phase("connect");
     let mut connected = 0;
@@ -193,7 +390,7 @@ fn stacks(n: usize, budget: Duration) -> Result<()> {
     let mut failure = None;
     let t = Instant::now();
     let mut last_report = Instant::now();
-    for (i, l) in ls.iter().enumerate().skip(1) {
+    for i in 1..n {
         if t.elapsed() > budget {
             failure = Some(format!(
                 "connect budget of {} s spent after {connected} of {} stacks",
@@ -206,10 +403,12 @@ fn stacks(n: usize, budget: Duration) -> Result<()> {
             let tc = Instant::now();
             let mut c = TcpStream::connect(&st[0], (addr(i), 7)).context("connect")?;
             connect_only += tc.elapsed();
-            c.write_all(b"x").context("write")?;
-            let (mut a, _) = l.accept().context("accept")?;
+            c.write_all(&[i as u8]).context("write")?;
             let mut b = [0u8; 1];
-            a.read_exact(&mut b).context("read")?;
+            c.read_exact(&mut b).context("read the echo")?;
+            if b[0] != i as u8 {
+                bail!("echo {} instead of {}", b[0], i as u8);
+            }
             Ok(())
         })();
         if let Err(e) = r {
@@ -231,18 +430,26 @@ fn stacks(n: usize, budget: Duration) -> Result<()> {
     kv("connect_us_per_stack", us_per(dt, connected));
     kv("connect_only_us_per_stack", us_per(connect_only, connected));
     kv("rss_kib_delta_after_connects", rss_kib() - rss0);
+    if failure.is_some() {
+        // SAFETY: kills our own child, which wait_all reaps.
+        unsafe { libc::kill(acceptor.pid, libc::SIGKILL) };
+    }
+    let waited = wait_all(vec![acceptor]);
+    if connected != n - 1 && failure.is_none() {
+        failure = Some(format!("{connected} of {} stacks connected", n - 1));
+    }
 
-    // Torn down even after a failed connect phase: its cost is a figure too.
+    // Torn down even after a failed connect phase: its cost is a figure too. The listeners'
+    // application ends went with the acceptor.
     phase("teardown");
     let t = Instant::now();
-    drop(ls);
     drop(st);
     kv("teardown_us_per_stack", us_per(t.elapsed(), n));
     if let Some(f) = failure {
         kv("error", &f);
         bail!("{f}");
     }
-    Ok(())
+    waited
 }
 
 /// Moves up to `total` bytes (or for `secs`) from `w` to `r` in CHUNK writes; returns the
@@ -315,194 +522,476 @@ fn bulk_all(mib: u64, secs: f64) -> Result<()> {
     Ok(())
 }
 
-/// 2c: up to `n` connections open at once into the listener `lfd`; `connect(i)` opens the
-/// i-th client, `accept` runs in its own thread. All echo one byte before they close.
-fn conns<C, S, FC, FA>(
+/// Connections the load generator of the conns benches keeps in flight by default (like
+/// wrk -c): nonblocking connects, a new one as soon as one completes.
+const WINDOW: usize = 64;
+
+/// The accepting side of 2c: accepts `n` connections on `lfd` (`accept` takes one), keeps
+/// them all, then reads one byte from each and echoes it. `engine` is the process that
+/// holds the stack (its RSS is the figure); the accept rate is from the first accept to
+/// the n-th.
+fn serve(
     n: usize,
-    budget: Duration,
     lfd: RawFd,
-    mut connect: FC,
-    mut accept: FA,
-) -> Result<()>
-where
-    C: Read + Write,
-    S: Read + Write + Send + 'static,
-    FC: FnMut(usize) -> io::Result<C>,
-    FA: FnMut() -> io::Result<S> + Send + 'static,
-{
-    let rss0 = rss_kib();
-    phase("connect+accept");
-    // How many the acceptor waits for: lowered when the connect phase stops early.
-    let target = Arc::new(AtomicUsize::new(n));
-    let acceptor = {
-        let target = target.clone();
-        std::thread::spawn(move || -> (Vec<S>, Option<Instant>, Option<String>) {
-            let mut v = Vec::with_capacity(n);
-            let mut last = None;
-            while v.len() < target.load(Ordering::SeqCst) {
-                // Wait in poll, not accept, so a lowered target is seen.
-                let mut p = libc::pollfd {
-                    fd: lfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
-                    continue;
-                }
-                match accept() {
-                    Ok(s) => v.push(s),
-                    Err(e) => return (v, last, Some(format!("accept: {e}"))),
-                }
-                last = Some(Instant::now());
-            }
-            (v, last, None)
-        })
-    };
-    let mut clients = Vec::with_capacity(n);
-    let t0 = Instant::now();
-    let mut failure = None;
-    for i in 0..n {
-        if t0.elapsed() > budget {
-            failure = Some(format!(
-                "connect budget of {} s spent after {i} of {n} connections",
-                budget.as_secs()
-            ));
-            break;
+    engine: libc::pid_t,
+    mut accept: impl FnMut() -> io::Result<OwnedFd>,
+) -> Result<()> {
+    let rss0 = rss_of(engine);
+    phase("accept");
+    let mut conns = Vec::with_capacity(n);
+    let mut first = None;
+    while conns.len() < n {
+        // Wait in poll, so that the watchdog's phase and count stay current.
+        let mut p = libc::pollfd {
+            fd: lfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+            continue;
         }
-        match connect(i) {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                failure = Some(format!("connect {i}: {e}"));
-                break;
-            }
-        }
-        REACHED.store(i + 1, Ordering::Relaxed);
-        if (i + 1) % 1000 == 0 {
-            eprintln!(
-                "scale: {} connected in {:.1} s",
-                i + 1,
-                t0.elapsed().as_secs_f64()
-            );
-        }
+        let c = accept().with_context(|| format!("accept {}", conns.len()))?;
+        first.get_or_insert_with(Instant::now);
+        conns.push(c);
+        REACHED.store(conns.len(), Ordering::Relaxed);
     }
-    let connect_s = t0.elapsed().as_secs_f64();
-    target.store(clients.len(), Ordering::SeqCst);
-    phase("accept the rest");
-    let (mut servers, last, err) = acceptor
-        .join()
-        .map_err(|_| anyhow!("accept thread panicked"))?;
-    let k = clients.len();
-    kv("connected", k);
-    kv("accepted", servers.len());
-    let accept_s = (last.unwrap_or(t0) - t0).as_secs_f64();
-    kv("connect_s", format!("{connect_s:.2}"));
-    kv("accept_s", format!("{accept_s:.2}"));
+    let span = first.map_or(Duration::ZERO, |f| f.elapsed());
+    kv("accepted", conns.len());
+    kv("accept_s", format!("{:.2}", span.as_secs_f64()));
     kv(
         "accepts_per_s",
-        format!("{:.0}", servers.len() as f64 / accept_s),
+        format!("{:.0}", (n - 1) as f64 / span.as_secs_f64().max(1e-9)),
     );
-    if let Some(e) = err {
-        kv("error", &e);
-        bail!("{e}");
-    }
 
     phase("echo");
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.write_all(&[i as u8])
-            .with_context(|| format!("client {i} write"))?;
+    for (i, c) in conns.iter().enumerate() {
+        let b = read1(c.as_raw_fd()).with_context(|| format!("connection {i}: read"))?;
+        let b = b.ok_or_else(|| anyhow!("connection {i}: EOF before its byte"))?;
+        write1(c.as_raw_fd(), b).with_context(|| format!("connection {i}: write"))?;
+        REACHED.store(i + 1, Ordering::Relaxed);
     }
-    let mut b = [0u8; 1];
-    for (i, s) in servers.iter_mut().enumerate() {
-        s.read_exact(&mut b)
-            .with_context(|| format!("server {i} read"))?;
-        s.write_all(&b)
-            .with_context(|| format!("server {i} write"))?;
-    }
-    let mut alive = 0;
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.read_exact(&mut b)
-            .with_context(|| format!("client {i} read"))?;
-        if b[0] == i as u8 {
-            alive += 1;
-        }
-        REACHED.store(alive, Ordering::Relaxed);
-    }
-    let rss = rss_kib();
-    kv("peak_concurrent", alive);
-    kv("rss_kib_delta", rss - rss0);
+    // All n are open at once here, and each just answered.
+    kv("peak_concurrent", conns.len());
+    let rss = rss_of(engine);
+    kv("rss_kib_delta", rss.saturating_sub(rss0));
     kv(
         "rss_kib_per_conn",
-        format!("{:.1}", (rss - rss0) as f64 / k.max(1) as f64),
+        format!("{:.1}", rss.saturating_sub(rss0) as f64 / n as f64),
     );
+    if engine != getpid() {
+        kv("fds_server_engine", fds_of(engine));
+    }
+    kv("fds_acceptor", fds_of(getpid()));
 
     phase("close");
     let t = Instant::now();
     // Server side first: TIME_WAIT then stays on the listener's port, where it does not slow
     // down the kernel's choice of ephemeral ports for the next run.
-    drop(servers);
-    drop(clients);
+    drop(conns);
     kv(
         "close_ms",
         format!("{:.0}", t.elapsed().as_secs_f64() * 1e3),
     );
-    if let Some(f) = failure {
-        kv("error", &f);
-        bail!("{f}");
+    Ok(())
+}
+
+/// The connecting side of 2c: opens `n` connections, `window` in flight at a time; `open(i)`
+/// starts the i-th without waiting (the fd polls writable once it is decided) and
+/// `so_error` reads the outcome. Then sends one byte on each and checks its echo, and waits
+/// for the server to close them all. `engine` is the process holding the client stacks.
+fn load(
+    n: usize,
+    budget: Duration,
+    window: usize,
+    engine: libc::pid_t,
+    mut open: impl FnMut(usize) -> io::Result<OwnedFd>,
+    so_error: impl Fn(RawFd) -> io::Result<i32>,
+) -> Result<()> {
+    kv("connect_window", window);
+    phase("connect");
+    let mut inflight: Vec<(usize, OwnedFd)> = Vec::with_capacity(window);
+    let mut done: Vec<OwnedFd> = Vec::with_capacity(n);
+    let mut next = 0;
+    // Connects refused (RST to the SYN), and those to make again.
+    let mut refused = 0;
+    let mut retry = Vec::new();
+    let mut pfds = Vec::with_capacity(window);
+    let t0 = Instant::now();
+    let mut last_report = t0;
+    while done.len() < n {
+        if t0.elapsed() > budget {
+            kv("connected", done.len());
+            bail!(
+                "connect budget of {} s spent after {} of {n} connections",
+                budget.as_secs(),
+                done.len()
+            );
+        }
+        while inflight.len() < window && (next < n || !retry.is_empty()) {
+            let i = retry.pop().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            let fd = open(i).with_context(|| format!("connect {i}"))?;
+            inflight.push((i, fd));
+        }
+        pfds.clear();
+        pfds.extend(inflight.iter().map(|(_, fd)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        }));
+        // SAFETY: pfds is a valid array of its length.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                bail!("poll: {e}");
+            }
+            continue;
+        }
+        for j in (0..pfds.len()).rev() {
+            if pfds[j].revents == 0 {
+                continue;
+            }
+            let (i, fd) = inflight.swap_remove(j);
+            match so_error(fd.as_raw_fd()) {
+                Ok(0) => done.push(fd),
+                Ok(libc::ECONNREFUSED) if refused < n => {
+                    // Counted, and the run fails for it at the end; retried so that the
+                    // other figures still mean something.
+                    refused += 1;
+                    retry.push(i);
+                }
+                Ok(e) => bail!("connect {i}: {}", io::Error::from_raw_os_error(e)),
+                Err(e) => bail!("connect {i}: SO_ERROR: {e}"),
+            }
+        }
+        REACHED.store(done.len(), Ordering::Relaxed);
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!(
+                "scale: {} connected in {:.1} s",
+                done.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
     }
-    if alive != k {
-        bail!("only {alive} of {k} connections echoed");
+    let connect_s = t0.elapsed().as_secs_f64();
+    kv("connected", done.len());
+    kv("connect_s", format!("{connect_s:.2}"));
+    kv("connects_per_s", format!("{:.0}", n as f64 / connect_s));
+    kv("refused", refused);
+    if refused > 0 {
+        *lock(&DEFERRED) = Some(format!(
+            "{refused} connects refused (RST) by a listener with a backlog of 128 \
+             (each retried)"
+        ));
+    }
+
+    phase("echo");
+    for (i, c) in done.iter().enumerate() {
+        vdestack::sys::set_nonblocking(c.as_raw_fd(), false)?;
+        write1(c.as_raw_fd(), i as u8).with_context(|| format!("connection {i}: write"))?;
+    }
+    let mut echoed = 0;
+    for (i, c) in done.iter().enumerate() {
+        match read1(c.as_raw_fd()).with_context(|| format!("connection {i}: read"))? {
+            Some(b) if b == i as u8 => echoed += 1,
+            Some(b) => bail!("connection {i}: echo {b} instead of {}", i as u8),
+            None => bail!("connection {i}: EOF instead of the echo"),
+        }
+        REACHED.store(echoed, Ordering::Relaxed);
+    }
+    kv("echoed", echoed);
+    if engine != getpid() {
+        kv("fds_client_engine", fds_of(engine));
+    }
+    kv("fds_connector", fds_of(getpid()));
+
+    phase("wait for the server to close");
+    for (i, c) in done.iter().enumerate() {
+        if let Some(b) = read1(c.as_raw_fd()).with_context(|| format!("connection {i}: read"))? {
+            bail!("connection {i}: byte {b} instead of EOF");
+        }
+        REACHED.store(i + 1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Reads one byte; None at EOF.
+fn read1(fd: RawFd) -> io::Result<Option<u8>> {
+    let mut b = 0u8;
+    loop {
+        // SAFETY: reads into one byte we own.
+        match unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) } {
+            1 => return Ok(Some(b)),
+            0 => return Ok(None),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+fn write1(fd: RawFd, b: u8) -> io::Result<()> {
+    loop {
+        // SAFETY: writes one byte we own.
+        match unsafe { libc::write(fd, (&b as *const u8).cast(), 1) } {
+            1 => return Ok(()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A vdeplug4 switch (`vde_plug null:// switch://DIR/sw`), ended with the bench.
+struct Switch {
+    child: std::process::Child,
+    dir: String,
+}
+
+impl Switch {
+    fn start() -> Result<Switch> {
+        use std::os::unix::process::CommandExt;
+        let dir = format!("/tmp/vdestack-scale-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).with_context(|| format!("mkdir {dir}"))?;
+        *lock(&SWITCH_DIR) = Some(dir.clone());
+        let sw = format!("{dir}/sw");
+        let mut cmd = std::process::Command::new("vde_plug");
+        cmd.args(["null://", &format!("switch://{sw}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: prctl is async-signal-safe; the switch dies with us.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        };
+        let child = cmd.spawn().context("vde_plug (apt-get install vdeplug)")?;
+        let mut s = Switch { child, dir };
+        let t = Instant::now();
+        while !std::path::Path::new(&sw).exists() {
+            if let Some(st) = s.child.try_wait()? {
+                bail!("vde_plug switch://{sw} ended: {st}");
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                bail!("vde_plug switch://{sw} did not start in 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(s)
+    }
+
+    fn vnl(&self) -> String {
+        format!("vde://{}/sw", self.dir)
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        lock(&SWITCH_DIR).take();
+    }
 }
 
 /// Client stacks for the conns bench: each holds at most this many connections.
 const CONNS_PER_CLIENT: usize = 5000;
 
-fn conns_ours(n: usize, budget: Duration) -> Result<()> {
-    // Per connection: both ends of the client's pair and of the server's pair.
-    let n = fit_fds(n, 4);
-    let vnl = mem("conns");
-    let server = Stack::new(&vnl, None)?;
-    server.cmd("ip link set vde0 up; ip addr add 10.3.0.1/16 dev vde0")?;
+/// 2c with our stacks: two engines in two processes on one vdeplug4 switch. The server
+/// engine's process forks the acceptor; the client engine's process forks the load
+/// generator. Each of the four holds one fd per connection.
+fn conns_ours(n: usize, budget: Duration, window: usize) -> Result<()> {
+    let n = fit_fds(n, 1);
+    let sw = Switch::start()?;
+    let vnl = sw.vnl();
     let k = n.div_ceil(CONNS_PER_CLIENT).max(1);
-    let mut clients = Vec::new();
-    for i in 0..k {
-        let c = Stack::new(&vnl, None)?;
-        c.cmd(&format!(
-            "ip link set vde0 up; ip addr add 10.3.1.{}/16 dev vde0",
-            i + 1
-        ))?;
-        clients.push(c);
-    }
     kv("conns", n);
+    kv(
+        "link",
+        "vdeplug4 switch (vde_plug null:// switch://), two engine processes",
+    );
     kv("client_stacks", k);
-    let l = TcpListener::bind(&server, "0.0.0.0:7")?;
-    conns(
-        n,
-        budget,
-        l.as_raw_fd(),
-        |i| TcpStream::connect(&clients[i % k], "10.3.0.1:7"),
-        move || l.accept().map(|(s, _)| s),
-    )
+    kv(
+        "load",
+        format!("{window} nonblocking connects in flight, from one process"),
+    );
+
+    // One byte from the server engine: it listens, and the acceptor is forked.
+    let (mut ready, ready_w) = UnixStream::pair()?;
+    // EOF for the server engine once the client side has ended (every process that holds
+    // `quit_w` is gone): until then its connections may still have segments to send.
+    let (quit, quit_w) = UnixStream::pair()?;
+    let server = fork("server engine", || {
+        // SAFETY: closes this process's copy; the OwnedFd is never dropped here (_exit).
+        unsafe { libc::close(quit_w.as_raw_fd()) };
+        let s = Stack::new(&vnl, None)?;
+        s.cmd("ip link set vde0 up; ip addr add 10.3.0.1/16 dev vde0")?;
+        let l = TcpListener::bind(&s, "0.0.0.0:7")?;
+        let engine = getpid();
+        let acceptor = fork("acceptor", || {
+            serve(n, l.as_raw_fd(), engine, || {
+                l.accept().map(|(c, _)| c.into())
+            })
+        })?;
+        // The acceptor holds the listener now.
+        drop(l);
+        (&ready_w).write_all(b"s")?;
+        wait_all(vec![acceptor])?;
+        phase("serve until the client side ends");
+        (&quit).read_to_end(&mut Vec::new())?;
+        Ok(())
+    })?;
+    drop(ready_w);
+    let mut b = [0u8; 1];
+    if ready.read(&mut b)? == 0 {
+        wait_all(vec![server])?;
+        bail!("the server ended before it listened");
+    }
+    let client = fork("client engine", || {
+        let mut st = Vec::new();
+        for i in 0..k {
+            let c = Stack::new(&vnl, None)?;
+            c.cmd(&format!(
+                "ip link set vde0 up; ip addr add 10.3.1.{}/16 dev vde0",
+                i + 1
+            ))?;
+            st.push(c);
+        }
+        let engine = getpid();
+        let to = std::net::SocketAddr::from(([10, 3, 0, 1], 7));
+        let connector = fork("connector", || {
+            load(
+                n,
+                budget,
+                window,
+                engine,
+                |i| {
+                    let fd = st[i % k].socket(
+                        libc::AF_INET,
+                        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        0,
+                    )?;
+                    match vdestack::socket::connect(fd.as_raw_fd(), to) {
+                        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
+                        _ => Ok(fd),
+                    }
+                },
+                |fd| vdestack::socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR),
+            )
+        })?;
+        wait_all(vec![connector])
+    })?;
+    drop(quit_w);
+    let r = wait_all(vec![server, client]);
+    drop(sw);
+    r
 }
 
-fn conns_kernel(n: usize, budget: Duration) -> Result<()> {
-    let n = fit_fds(n, 2);
+/// 2c with the kernel's TCP on 127.0.0.1, split the same way: an accepting process and a
+/// connecting one. Its RSS per connection is the accepting process's: the kernel's own
+/// memory for the sockets is not in it.
+fn conns_kernel(n: usize, budget: Duration, window: usize) -> Result<()> {
+    let n = fit_fds(n, 1);
     kv("conns", n);
+    kv(
+        "load",
+        format!("{window} nonblocking connects in flight, from one process"),
+    );
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     // std listens with a backlog of 128; a full backlog drops SYNs, which costs a 1 s
     // retransmission. Linux takes a second listen() as a new backlog (capped by somaxconn).
     // SAFETY: listen on a socket we own.
     unsafe { libc::listen(l.as_raw_fd(), 4096) };
-    let a = l.local_addr()?;
-    conns(
-        n,
-        budget,
-        l.as_raw_fd(),
-        |_| std::net::TcpStream::connect(a),
-        move || l.accept().map(|(s, _)| s),
-    )
+    let to = match l.local_addr()? {
+        std::net::SocketAddr::V4(a) => a,
+        a => bail!("listener on {a}"),
+    };
+    let server = fork("server", || {
+        serve(n, l.as_raw_fd(), getpid(), || {
+            l.accept().map(|(c, _)| c.into())
+        })
+    })?;
+    drop(l);
+    let client = fork("connector", || {
+        load(
+            n,
+            budget,
+            window,
+            getpid(),
+            |_| kernel_connect(to),
+            |fd| {
+                let mut e = 0i32;
+                let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+                // SAFETY: getsockopt into an int of ours.
+                let r = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_ERROR,
+                        (&mut e as *mut i32).cast(),
+                        &mut len,
+                    )
+                };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(e)
+            },
+        )
+    })?;
+    wait_all(vec![server, client])
+}
+
+/// A nonblocking kernel TCP connect to `to`, in progress or done.
+fn kernel_connect(to: std::net::SocketAddrV4) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd of ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connect with a sockaddr_in of the size we pass.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(fd)
 }
 
 fn cpu_ms() -> f64 {
@@ -593,11 +1082,19 @@ fn main() {
         }
         Some("conns") => {
             watchdog(num(3, 300));
-            conns_ours(num(1, 10_000) as usize, secs(num(2, 120)))
+            conns_ours(
+                num(1, 10_000) as usize,
+                secs(num(2, 120)),
+                num(4, WINDOW as u64) as usize,
+            )
         }
         Some("kconns") => {
             watchdog(num(3, 300));
-            conns_kernel(num(1, 10_000) as usize, secs(num(2, 120)))
+            conns_kernel(
+                num(1, 10_000) as usize,
+                secs(num(2, 120)),
+                num(4, WINDOW as u64) as usize,
+            )
         }
         Some("idle") => {
             watchdog(num(3, 120));
@@ -608,15 +1105,16 @@ fn main() {
         )),
     };
     if let Err(e) = r {
-        eprintln!(
-            "scale: FAILED (last phase: {}): {e:#}",
-            *PHASE.lock().unwrap_or_else(|e| e.into_inner())
-        );
-        std::process::exit(1);
+        if !ERROR_SAID.load(Ordering::Relaxed) {
+            kv("error", format!("{e:#}"));
+        }
+        eprintln!("scale: FAILED (last phase: {}): {e:#}", *lock(&PHASE));
+        die(1);
     }
-    if let Some(m) = DEFERRED.lock().unwrap().take() {
+    if let Some(m) = lock(&DEFERRED).take() {
         kv("error", &m);
         eprintln!("scale: FAILED: {m}");
-        std::process::exit(1);
+        die(1);
     }
+    die(0)
 }
