@@ -301,6 +301,7 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     };
     for set in [LINK, LO] {
         if sets[set] {
+            st.sets[set].listening_port(ep.port, true);
             for _ in 0..per_set {
                 let h = add_listening(&mut st.sets[set], listen_socket(&s.opts, ep), id);
                 l.listening.push((set, h));
@@ -758,6 +759,11 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     for (set, h) in l.listening.drain(..).chain(l.ready.drain(..)) {
                         st.sets[set].get_mut::<tcp::Socket>(h).abort();
                         st.sets[set].remove(h);
+                    }
+                    for set in [LINK, LO] {
+                        if l.sets[set] {
+                            st.sets[set].listening_port(l.endpoint.port, false);
+                        }
                     }
                     gone.push(s.id);
                 }

@@ -95,6 +95,9 @@ pub struct SocketSet<'a> {
     pub(crate) egress_list: Vec<SocketHandle>,
     /// vdestack: the owner tag of the last socket a packet reached.
     last_reached: Option<u64>,
+    /// vdestack: ports the user listens on (with a count of listeners), where a SYN that
+    /// finds no free socket is dropped rather than reset.
+    pub(crate) listen_ports: BTreeMap<u16, usize>,
     /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
     /// when its socket is touched or removed; egress and `poll_at` tolerate that.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
@@ -116,6 +119,22 @@ impl<'a> SocketSet<'a> {
             timers: BinaryHeap::new(),
             listeners: Vec::new(),
             last_reached: None,
+            listen_ports: BTreeMap::new(),
+        }
+    }
+
+    /// vdestack: a listener on `port` opens (`on`) or closes. While one is open, a SYN to the
+    /// port that finds no free socket is dropped (the peer sends it again), as a Linux
+    /// listener with a full queue does, instead of refused with a reset.
+    pub fn listening_port(&mut self, port: u16, on: bool) {
+        let n = self.listen_ports.entry(port).or_insert(0);
+        if on {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.listen_ports.remove(&port);
+            }
         }
     }
 

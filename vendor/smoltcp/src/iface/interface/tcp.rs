@@ -91,25 +91,7 @@ impl InterfaceInner {
         // the peer sends it again, as to a Linux listener with a full queue.
         let listened = tcp_repr.control == TcpControl::Syn
             && tcp_repr.ack_number.is_none()
-            && sockets.listeners.iter().any(|h| {
-                sockets
-                    .item(*h)
-                    .and_then(|i| match &i.socket {
-                        crate::socket::Socket::Tcp(s) => Some(s),
-                        #[allow(unreachable_patterns)]
-                        _ => None,
-                    })
-                    .is_some_and(|s| {
-                        let ep = s.listen_endpoint();
-                        ep.port == tcp_repr.dst_port
-                            && ep.addr.is_none_or(|a| a == ip_repr.dst_addr())
-                            && matches!(
-                                s.state(),
-                                crate::socket::tcp::State::Listen
-                                    | crate::socket::tcp::State::SynReceived
-                            )
-                    })
-            });
+            && sockets.listen_ports.contains_key(&tcp_repr.dst_port);
         if listened
             || tcp_repr.control == TcpControl::Rst
             || ip_repr.dst_addr().is_unspecified()
