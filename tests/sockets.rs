@@ -1203,3 +1203,46 @@ fn datagrams_queued_before_a_udp_connect_read_bare_after_it() {
     assert_eq!(server.recv(&mut buf).unwrap(), 6);
     assert_eq!(&buf[..6], b"second");
 }
+
+/// A burst of connections larger than any pool of listening sockets: every one is accepted,
+/// none refused (a listener with room drops nothing; Linux would not reset them either).
+#[test]
+fn a_burst_of_connects_is_all_accepted() {
+    const N: usize = 200;
+    let (a, b) = two_stacks("burst");
+    let l = listen(&a, "10.0.0.1:8200");
+    let acceptor = std::thread::spawn(move || {
+        (0..N)
+            .map(|_| accept(&l).0)
+            .collect::<Vec<TcpStream>>()
+    });
+    let b = std::sync::Arc::new(b);
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || TcpStream::connect(&b, "10.0.0.1:8200"))
+        })
+        .collect();
+    let mut held = Vec::new();
+    for c in clients {
+        held.push(c.join().unwrap().expect("connect in a burst"));
+    }
+    let accepted = acceptor.join().unwrap();
+    assert_eq!(accepted.len(), N);
+    for (i, mut c) in held.into_iter().enumerate() {
+        c.write_all(&[i as u8]).unwrap();
+    }
+    let mut seen = accepted
+        .into_iter()
+        .map(|mut s| {
+            bound_io(s.as_raw_fd());
+            let mut x = [0u8];
+            s.read_exact(&mut x).unwrap();
+            x[0]
+        })
+        .collect::<Vec<u8>>();
+    seen.sort_unstable();
+    let mut want: Vec<u8> = (0..N).map(|i| i as u8).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want, "every connection carries its own byte");
+}
