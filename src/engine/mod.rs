@@ -10,6 +10,7 @@ pub mod device;
 mod neighbor;
 mod ops;
 pub mod sock;
+mod spin;
 pub mod stack;
 
 use std::cell::RefCell;
@@ -177,16 +178,6 @@ fn start() -> io::Result<Ctl> {
     Ok(ctl)
 }
 
-/// How long the engine busy-polls after an event before it sleeps: `VDESTACK_SPIN_US`
-/// microseconds (0 turns it off), 50 by default.
-fn spin_time() -> Duration {
-    let us = std::env::var("VDESTACK_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    Duration::from_micros(us)
-}
-
 fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: b is a valid 8-byte buffer.
@@ -231,8 +222,7 @@ impl Engine {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut work: Vec<u32> = Vec::new();
-        let spin = spin_time();
-        let mut busy_until = std::time::Instant::now();
+        let mut spin = spin::Spin::new(spin::window_from_env());
         loop {
             let now = Instant::now();
             let mut timeout = self.timers.peek().map(|Reverse((at, _))| {
@@ -242,11 +232,7 @@ impl Engine {
                     Duration::from_micros((*at - now).total_micros())
                 }
             });
-            // Busy-poll for a moment after work: the answer to what we just sent (a frame
-            // back from the switch, the application's next write) usually comes within tens
-            // of microseconds, and catching it without sleeping saves a wake-up each way.
-            // An idle engine sleeps.
-            let spinning = std::time::Instant::now() < busy_until;
+            let spinning = spin.spinning(std::time::Instant::now());
             if spinning {
                 timeout = Some(Duration::ZERO);
             }
@@ -257,7 +243,7 @@ impl Engine {
                 }
             }
             if !events.is_empty() {
-                busy_until = std::time::Instant::now() + spin;
+                spin.events(std::time::Instant::now());
             } else if spinning {
                 std::hint::spin_loop();
                 continue;
@@ -292,6 +278,9 @@ impl Engine {
                 }
             }
             self.drain_work(&mut work);
+            if !events.is_empty() {
+                spin.idle(std::time::Instant::now());
+            }
         }
     }
 
