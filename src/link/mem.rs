@@ -40,15 +40,23 @@ struct Segment {
     macs: HashMap<[u8; 6], u64>,
     /// Who owns each IPv4 address (several members when misconfigured alike).
     owners: HashMap<Ipv4Addr, Vec<u64>>,
+    /// The MACs learned from each member, for the same reason.
+    macs_of: HashMap<u64, Vec<[u8; 6]>>,
+    /// Each member's registered addresses, so forgetting them does not visit every entry.
+    addrs_of: HashMap<u64, Vec<Ipv4Addr>>,
     next: u64,
 }
 
 impl Segment {
     fn forget_addrs(&mut self, id: u64) {
-        self.owners.retain(|_, ids| {
-            ids.retain(|m| *m != id);
-            !ids.is_empty()
-        });
+        for a in self.addrs_of.remove(&id).unwrap_or_default() {
+            if let Some(ids) = self.owners.get_mut(&a) {
+                ids.retain(|m| *m != id);
+                if ids.is_empty() {
+                    self.owners.remove(&a);
+                }
+            }
+        }
     }
 }
 
@@ -141,8 +149,8 @@ impl Link for MemLink {
         let mut seg = self.segment.borrow_mut();
         let dst: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
         let src: [u8; 6] = frame[6..12].try_into().unwrap_or_default();
-        if src[0] & 1 == 0 {
-            seg.macs.insert(src, self.id);
+        if src[0] & 1 == 0 && seg.macs.insert(src, self.id) != Some(self.id) {
+            seg.macs_of.entry(self.id).or_default().push(src);
         }
         let unicast_to = if dst[0] & 1 == 0 {
             seg.macs.get(&dst).copied()
@@ -212,6 +220,7 @@ impl Link for MemLink {
         for a in addrs {
             if let IpAddr::V4(v4) = a {
                 seg.owners.entry(*v4).or_default().push(self.id);
+                seg.addrs_of.entry(self.id).or_default().push(*v4);
             }
         }
     }
@@ -223,7 +232,11 @@ impl Drop for MemLink {
             let mut seg = self.segment.borrow_mut();
             seg.members.remove(&self.id);
             let id = self.id;
-            seg.macs.retain(|_, m| *m != id);
+            for mac in seg.macs_of.remove(&id).unwrap_or_default() {
+                if seg.macs.get(&mac) == Some(&id) {
+                    seg.macs.remove(&mac);
+                }
+            }
             seg.forget_addrs(id);
             seg.members.is_empty()
         };
