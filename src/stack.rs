@@ -132,6 +132,22 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Waits (at most `limit`) until no TCP connection of the stack still owes the network
+    /// bytes or a FIN, as the kernel keeps sending for a process that exited: `vdestack run`
+    /// calls it when the program ends, before the stack goes. Returns whether it got there.
+    pub fn linger(&self, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            match self.ctl.call(&Request::Pending { stack: self.id }) {
+                Ok(Reply::Int(0)) | Err(_) => return true,
+                _ if std::time::Instant::now() >= end => return false,
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         if self.owned {

@@ -168,6 +168,15 @@ pub fn send_msg(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
 
 /// Receives one message and up to one passed descriptor (made close-on-exec).
 pub fn recv_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    recv_msg_flags(fd, buf, 0)
+}
+
+/// recvmsg(2) with extra `flags` (MSG_DONTWAIT), as [`recv_msg`].
+pub fn recv_msg_flags(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: i32,
+) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut _,
         iov_len: buf.len(),
@@ -186,7 +195,7 @@ pub fn recv_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>
                 libc::SYS_recvmsg,
                 fd,
                 &mut msg as *mut _,
-                libc::MSG_CMSG_CLOEXEC,
+                libc::MSG_CMSG_CLOEXEC | flags,
             )
         };
         match cvt(r) {

@@ -583,3 +583,50 @@ fn bare_ld_preload_with_a_locator_in_the_environment() {
     check_loopback_output(&p);
     check_isolated(&p, &host, port);
 }
+
+/// A program that writes and exits at once: `vdestack run` keeps the stack until what it
+/// wrote and its FIN went out, as the kernel sends for a process that has exited. The
+/// receiver gets every byte and its EOF.
+#[test]
+fn bytes_written_just_before_exit_arrive() {
+    const N: usize = 300_000;
+    let dir = WorkDir::new();
+    let py = python3();
+    let sw = Switch::vdeplug();
+    let vnl = sw.vnl();
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.1/24"]);
+    cmd.arg(&py).args([
+        "-c",
+        "import socket\n\
+         l = socket.socket(); l.bind(('0.0.0.0', 4100)); l.listen(1)\n\
+         print('listening', flush=True)\n\
+         c, _ = l.accept(); n = 0\n\
+         while True:\n\
+         \x20   b = c.recv(65536)\n\
+         \x20   if not b: break\n\
+         \x20   n += len(b)\n\
+         print('got', n, flush=True)\n",
+    ]);
+    let mut server = Proc::spawn("py-sink", cmd, dir.path());
+    server.wait_for("listening", SECS(10));
+
+    let mut cmd = run_cmd(Some(&vnl), &["eth,ip=10.0.0.2/24"]);
+    cmd.arg(&py).args([
+        "-c",
+        &format!(
+            "import socket, os\n\
+             s = socket.create_connection(('10.0.0.1', 4100))\n\
+             s.sendall(b'x' * {N})\n\
+             os._exit(0)\n"
+        ),
+    ]);
+    let mut client = Proc::spawn("py-burst", cmd, dir.path());
+    client.wait_ok(SECS(10));
+    server.wait_ok(SECS(10));
+    assert!(
+        server.stdout().contains(&format!("got {N}")),
+        "{}",
+        server.dump()
+    );
+}

@@ -1211,11 +1211,8 @@ fn a_burst_of_connects_is_all_accepted() {
     const N: usize = 200;
     let (a, b) = two_stacks("burst");
     let l = listen(&a, "10.0.0.1:8200");
-    let acceptor = std::thread::spawn(move || {
-        (0..N)
-            .map(|_| accept(&l).0)
-            .collect::<Vec<TcpStream>>()
-    });
+    let acceptor =
+        std::thread::spawn(move || (0..N).map(|_| accept(&l).0).collect::<Vec<TcpStream>>());
     let b = std::sync::Arc::new(b);
     let clients: Vec<_> = (0..N)
         .map(|_| {

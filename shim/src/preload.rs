@@ -60,7 +60,31 @@ fn from_env() -> io::Result<()> {
     std::env::set_var(ENV_CTL, ctl);
     std::env::set_var(ENV_STACK, stack.id().to_string());
     set_default(Some(Stack::attach(stack.ctl().clone(), stack.id())));
-    // The stack lives as long as the process.
+    // The stack lives as long as the process; at exit, what the program wrote last gets
+    // its chance to go out first (exit handlers run before the engine thread dies).
+    // SAFETY: getpid cannot fail.
+    CREATOR.store(
+        unsafe { libc::getpid() },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // SAFETY: registering a plain extern "C" function.
+    unsafe { libc::atexit(linger_at_exit) };
     std::mem::forget(stack);
     Ok(())
+}
+
+/// The process that created the stack from the environment.
+static CREATOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn linger_at_exit() {
+    crate::guard((), || {
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        // A forked child exiting leaves the stack to its parent.
+        if me == CREATOR.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(s) = crate::interpose::default_stack() {
+                s.linger(std::time::Duration::from_secs(1));
+            }
+        }
+    })
 }

@@ -35,6 +35,39 @@ thread_local! {
 /// Engines a thread keeps a connection to.
 const KEEP: usize = 4;
 
+/// How long a caller polls for its reply before it sleeps: most replies come within tens of
+/// microseconds (the engine spins after work, see engine/spin.rs), and a reply caught awake
+/// saves the wake-up. A thread spins only while its last reply came that soon (on busy
+/// cores replies are late and spinning would only slow the engine). Off when
+/// `VDESTACK_SPIN_US` is 0.
+fn reply_spin() -> std::time::Duration {
+    static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let off = std::env::var("VDESTACK_SPIN_US").is_ok_and(|v| v.trim() == "0");
+        std::time::Duration::from_micros(if off { 0 } else { 30 })
+    })
+}
+
+/// Receives a reply: polls for a moment if that paid last time, then blocks.
+fn wait_reply(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    thread_local! {
+        static WORTH: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    }
+    let start = std::time::Instant::now();
+    let window = reply_spin();
+    let r = loop {
+        if !WORTH.get() || start.elapsed() >= window {
+            break sys::recv_msg(fd, buf);
+        }
+        match sys::recv_msg_flags(fd, buf, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            r => break r,
+        }
+    };
+    WORTH.set(start.elapsed() <= window);
+    r
+}
+
 impl Ctl {
     /// A handle on the engine whose control socket has this abstract name.
     pub fn from_name(name: Vec<u8>) -> Ctl {
@@ -83,7 +116,7 @@ impl Ctl {
         let r = BUF.with(|b| {
             let mut buf = b.borrow_mut();
             buf.resize(MAX_MSG, 0);
-            let (n, fd) = sys::recv_msg(conn.fd.as_raw_fd(), &mut buf)?;
+            let (n, fd) = wait_reply(conn.fd.as_raw_fd(), &mut buf)?;
             if n == 0 {
                 return Err(sys::errno_err(libc::ENETDOWN));
             }

@@ -52,6 +52,9 @@ pub enum Request {
     GetOpt { sock: u64, level: i32, name: i32 },
     /// The stack's nameservers.
     Nameservers { stack: u32 },
+    /// How many TCP connections of the stack still owe the network something: bytes not
+    /// yet acknowledged, or a FIN (also for those whose application just closed).
+    Pending { stack: u32 },
 }
 
 /// The engine's answer.
@@ -211,6 +214,7 @@ impl Request {
             } => w.u8(11).u64(*sock).i32(*level).i32(*name).i32(*value),
             Request::GetOpt { sock, level, name } => w.u8(12).u64(*sock).i32(*level).i32(*name),
             Request::Nameservers { stack } => w.u8(13).u32(*stack),
+            Request::Pending { stack } => w.u8(15).u32(*stack),
         };
         w.0
     }
@@ -269,6 +273,7 @@ impl Request {
                 name: r.i32()?,
             },
             13 => Request::Nameservers { stack: r.u32()? },
+            15 => Request::Pending { stack: r.u32()? },
             14 => Request::Padded {
                 sock: r.u64()?,
                 bytes: r.u32()?,

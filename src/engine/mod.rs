@@ -460,7 +460,8 @@ impl Engine {
                 let stack_id = match &req {
                     Request::Cmd { stack, .. }
                     | Request::Socket { stack, .. }
-                    | Request::Nameservers { stack } => Some(*stack),
+                    | Request::Nameservers { stack }
+                    | Request::Pending { stack } => Some(*stack),
                     _ => None,
                 };
                 let sock_id = ops::sock_of(&req);

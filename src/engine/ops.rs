@@ -53,6 +53,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
         } => new_sock(st, ctx, domain, ty, protocol),
         Request::Cmd { cmds, .. } => super::conf::run(st, conn, &cmds, ctx.now),
         Request::Nameservers { .. } => ok(Reply::Addrs(st.nameservers.clone())),
+        Request::Pending { .. } => ok(Reply::Int(pending(st) as i64)),
         req => {
             let id = sock_of(&req)?;
             if !st.socks.contains_key(&id) {
@@ -999,6 +1000,34 @@ fn hand_over(st: &mut NetStack, id: u64, set: usize, h: SocketHandle) {
         st.sets[set].set_owner(h, to);
         st.dirty.push(to);
     }
+}
+
+/// TCP connections that still owe the network bytes or a FIN. A connection counts while
+/// smoltcp holds unacknowledged data or its FIN is not yet acknowledged, and while its
+/// application end is open or was closed with bytes or a FIN still to go; a connection whose
+/// application still holds it open and has nothing in flight does not.
+fn pending(st: &NetStack) -> usize {
+    st.socks
+        .values()
+        .filter(|s| match &s.state {
+            SockState::Connecting(_) => false,
+            SockState::Connected(c) => {
+                let t = st.sets[c.set].get::<tcp::Socket>(c.handle);
+                let closing = s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd());
+                let unacked = t.send_queue() > 0;
+                let fin_owed = matches!(
+                    t.state(),
+                    State::Established
+                        | State::CloseWait
+                        | State::FinWait1
+                        | State::Closing
+                        | State::LastAck
+                );
+                unacked || (closing && fin_owed)
+            }
+            _ => false,
+        })
+        .count()
 }
 
 /// The sockets the next pump visits (see [`pump_all`]).

@@ -67,6 +67,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
         .env_remove("VDESTACK_NET")
         .status()
         .with_context(|| format!("starting {}", a.program[0]))?;
+    // What the program wrote just before it exited is still on its way: let it go out (and
+    // its connections close) before the stack goes with this process.
+    stack.linger(std::time::Duration::from_secs(1));
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
