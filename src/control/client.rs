@@ -37,14 +37,22 @@ const KEEP: usize = 4;
 
 /// How long a caller polls for its reply before it sleeps: most replies come within tens of
 /// microseconds (the engine spins after work, see engine/spin.rs), and a reply caught awake
-/// saves the wake-up. A thread spins only while its last reply came that soon (on busy
-/// cores replies are late and spinning would only slow the engine). Off when
-/// `VDESTACK_SPIN_US` is 0.
+/// saves the wake-up. A thread spins only while its last reply came that soon. It costs CPU
+/// that a saturated machine would rather give the engine: `VDESTACK_REPLY_SPIN_US` sets it
+/// (default 30; 0 turns it off, as does `VDESTACK_SPIN_US=0`).
 fn reply_spin() -> std::time::Duration {
     static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
-        let off = std::env::var("VDESTACK_SPIN_US").is_ok_and(|v| v.trim() == "0");
-        std::time::Duration::from_micros(if off { 0 } else { 30 })
+        let us = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let us = match us("VDESTACK_SPIN_US") {
+            Some(0) => 0,
+            _ => us("VDESTACK_REPLY_SPIN_US").unwrap_or(30),
+        };
+        std::time::Duration::from_micros(us)
     })
 }
 
