@@ -103,9 +103,8 @@ impl Ctx<'_> {
         let (mine, theirs) = sys::socketpair(ty)?;
         sys::bind_abstract(mine.as_raw_fd(), &control::sock_name(self.name, id))?;
         sys::set_nonblocking(mine.as_raw_fd(), true)?;
-        let buf = 1 << 20;
-        let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, buf);
-        let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, buf);
+        // An AF_UNIX sender's SO_SNDBUF bounds what waits in the pair (SO_RCVBUF plays no part).
+        let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
         Ok((mine, theirs))
     }
 }
