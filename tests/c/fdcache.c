@@ -25,14 +25,7 @@
 #include <sys/un.h>
 #include <vdestack.h>
 
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "line %d: %s failed (errno %d: %s)\n", \
-    __LINE__, #c, errno, strerror(errno)); exit(1); } } while (0)
-
-static struct sockaddr_in lo(int port) {
-  struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
+#include "check.h"
 
 /* A UDP socket of `s` bound to 127.0.0.1:port. */
 static int udp(struct vdestack *s, int port) {

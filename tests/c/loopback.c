@@ -17,14 +17,7 @@
 #include <sys/wait.h>
 #include <vdestack.h>
 
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "line %d: %s failed (errno %d: %s)\n", \
-    __LINE__, #c, errno, strerror(errno)); exit(1); } } while (0)
-
-static struct sockaddr_in lo(int port) {
-  struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
+#include "check.h"
 
 static int opt(int fd, int level, int name) {
   int v = -1; socklen_t l = sizeof v;

@@ -22,8 +22,7 @@
 #include <sys/socket.h>
 #include <vdestack.h>
 
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "line %d: %s failed (errno %d: %s)\n", \
-    __LINE__, #c, errno, strerror(errno)); exit(1); } } while (0)
+#include "check.h"
 
 static char Net[64];
 
