@@ -5,7 +5,10 @@
 //!
 //! A stack fd names its engine and its socket by itself: the engine binds its end of each
 //! socketpair to `vds:<engine>:<socket id>`, so `getpeername` on the application's end says
-//! where to send requests, whatever dup/fork/exec/SCM_RIGHTS did to the fd.
+//! where to send requests, whatever dup/fork/exec/SCM_RIGHTS did to the fd. The id is its
+//! 8 bytes, not decimal digits: the kernel hashes abstract names by a 16-bit checksum into
+//! 256 buckets, and names that differ only in a few digits crowd into a few of them, which
+//! made each bind walk a chain of hundreds of sockets at 10,000 connections.
 
 pub mod client;
 pub mod proto;
@@ -25,16 +28,20 @@ pub fn ctl_name(engine: &str) -> Vec<u8> {
 /// The abstract name the engine binds its end of socket `sock`'s pair to.
 pub fn sock_name(engine: &str, sock: u64) -> Vec<u8> {
     let mut v = ctl_name(engine);
-    v.extend_from_slice(format!(":{sock}").as_bytes());
+    v.push(b':');
+    v.extend_from_slice(&sock.to_le_bytes());
     v
 }
 
 /// Splits a socket name into the engine's control name and the socket id.
 pub fn parse_sock_name(name: &[u8]) -> Option<(Vec<u8>, u64)> {
-    let rest = name.strip_prefix(PREFIX)?;
-    let colon = rest.iter().rposition(|b| *b == b':')?;
-    let id = std::str::from_utf8(&rest[colon + 1..]).ok()?.parse().ok()?;
-    Some((name[..PREFIX.len() + colon].to_vec(), id))
+    let (head, id) = name.split_at_checked(name.len().checked_sub(8)?)?;
+    let ctl = head.strip_suffix(b":")?;
+    let engine = ctl.strip_prefix(PREFIX)?;
+    if engine.is_empty() || engine.contains(&b':') {
+        return None;
+    }
+    Some((ctl.to_vec(), u64::from_le_bytes(id.try_into().ok()?)))
 }
 
 #[cfg(test)]
@@ -43,9 +50,14 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let n = sock_name("123.abc", 42);
-        assert_eq!(parse_sock_name(&n), Some((ctl_name("123.abc"), 42)));
-        assert_eq!(parse_sock_name(b"other:1"), None);
-        assert_eq!(parse_sock_name(b"vds:x:notanumber"), None);
+        for id in [0, 42, u64::from(b':'), 0x3a3a_3a3a_3a3a_3a3a, u64::MAX] {
+            let n = sock_name("123.abc", id);
+            assert_eq!(parse_sock_name(&n), Some((ctl_name("123.abc"), id)));
+        }
+        assert_eq!(parse_sock_name(b"other:12345678"), None);
+        assert_eq!(parse_sock_name(b"vds:x:short"), None);
+        assert_eq!(parse_sock_name(b"vds::12345678"), None);
+        // An engine's control name is not a socket name.
+        assert_eq!(parse_sock_name(&ctl_name("1234.0123456789abcdef")), None);
     }
 }
