@@ -37,6 +37,15 @@ pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A pipe (read end, write end), both non-blocking and close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for the kernel to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }.into())?;
+    // SAFETY: the kernel just returned two fresh descriptors that nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// A new AF_UNIX socket of `ty`, close-on-exec.
 pub fn unix_socket(ty: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
@@ -58,6 +67,62 @@ fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)
     }
     let len = size_of::<libc::sa_family_t>() + 1 + name.len();
     Ok((sun, len as libc::socklen_t))
+}
+
+/// The address of a filesystem AF_UNIX socket.
+pub fn path_addr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut sun: libc::sockaddr_un = unsafe { zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() + 1 > sun.sun_path.len() || name.contains(&0) {
+        return Err(errno_err(libc::ENAMETOOLONG));
+    }
+    for (i, b) in name.iter().enumerate() {
+        sun.sun_path[i] = *b as libc::c_char;
+    }
+    Ok((sun, size_of::<libc::sockaddr_un>() as libc::socklen_t))
+}
+
+/// bind(2) of an AF_UNIX socket (not interposed).
+pub fn bind_unix(fd: RawFd, sun: &libc::sockaddr_un, len: libc::socklen_t) -> io::Result<()> {
+    // SAFETY: sun is a valid sockaddr_un of at least len bytes.
+    cvt(unsafe { libc::syscall(libc::SYS_bind, fd, sun as *const _, len) })?;
+    Ok(())
+}
+
+/// connect(2) of an AF_UNIX socket (not interposed), retrying on EINTR.
+pub fn connect_unix(fd: RawFd, sun: &libc::sockaddr_un, len: libc::socklen_t) -> io::Result<()> {
+    loop {
+        // SAFETY: sun is a valid sockaddr_un of at least len bytes.
+        match cvt(unsafe { libc::syscall(libc::SYS_connect, fd, sun as *const _, len) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// Receives what waits on a socket without blocking (not interposed), retrying on EINTR.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes; no address asked for.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
+        match cvt(r) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other.map(|n| n as usize),
+        }
+    }
 }
 
 /// Binds an AF_UNIX socket to an abstract name (no leading NUL in `name`).
@@ -227,6 +292,11 @@ pub fn recv_msg_flags(
 
 /// The uid of the process at the other end of an AF_UNIX socket.
 pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    peer_cred(fd).map(|c| c.uid)
+}
+
+/// The credentials (pid, uid, gid) of the peer of a connected AF_UNIX socket.
+pub fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
     // SAFETY: ucred is plain old data.
     let mut cred: libc::ucred = unsafe { zeroed() };
     let mut len = size_of::<libc::ucred>() as libc::socklen_t;
@@ -241,7 +311,7 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
             &mut len,
         )
     })?;
-    Ok(cred.uid)
+    Ok(cred)
 }
 
 /// Sets an integer socket option on one of our own AF_UNIX sockets.

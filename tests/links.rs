@@ -367,6 +367,62 @@ fn vde_nonexistent_dir_fails_clearly() {
     );
 }
 
+/// A switch killed outright leaves its control socket behind: opening it fails at once,
+/// with the locator and "connection refused", rather than later in the background.
+#[test]
+fn vde_dead_switch_fails_clearly() {
+    let mut sw = Switch::vdeplug();
+    let vnl = sw.vnl();
+    sw.killer().kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sw.is_running() {
+        assert!(Instant::now() < deadline, "the switch outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        sw.dir().join("ctl").exists(),
+        "SIGKILL leaves the socket file"
+    );
+    let err = within("dead", Duration::from_secs(10), move || {
+        Stack::new(&vnl, None).expect_err("a dead switch")
+    });
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&sw.vnl()),
+        "the error names the locator: {msg}"
+    );
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{msg}");
+}
+
+/// The switch answers a new port a round trip later. A stopped switch never answers, and
+/// opening a stack on it used to wait in vde_open on the engine thread, stalling every
+/// stack of the process. Now the stack is made at once, the others run on, and its frames
+/// wait until the switch answers.
+#[test]
+fn a_stopped_switch_stalls_no_other_stack() {
+    let sw = Switch::vdeplug();
+    let vnl = sw.vnl();
+    let switch = sw.killer();
+    within("stopped", LIMIT, move || {
+        switch.signal(libc::SIGSTOP);
+        let t = Instant::now();
+        let (a, b) = pair(&vnl);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "two stacks on a stopped switch took {:?}",
+            t.elapsed()
+        );
+        // Meanwhile the engine serves everyone else.
+        let m = mem_vnl("stopped-switch");
+        let (m1, m2) = pair(&m);
+        tcp_echo(&m1, &m2);
+        switch.signal(libc::SIGCONT);
+        // The ports open now; what the stacks send goes through.
+        tcp_echo(&a, &b);
+        udp_both_ways(&a, &b);
+    });
+}
+
 #[test]
 fn vdeplug_switch_killed_mid_connection() {
     let mut sw = Switch::vdeplug();

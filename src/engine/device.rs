@@ -86,7 +86,9 @@ pub fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 /// may still come while transmission waits).
 const HELD_MAX: usize = 256;
 
-fn flush(link: &mut dyn Link, held: &mut VecDeque<Vec<u8>>) -> bool {
+/// Sends the frames held for a full (or still opening) link, in order, until it is full
+/// again; whether all went.
+pub fn flush(link: &mut dyn Link, held: &mut VecDeque<Vec<u8>>) -> bool {
     while let Some(frame) = held.front() {
         match link.send(frame) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,

@@ -8,6 +8,7 @@
 mod conf;
 pub mod device;
 mod neighbor;
+mod opener;
 mod ops;
 pub mod sock;
 mod spin;
@@ -119,6 +120,7 @@ struct Engine {
     ready: Rc<RefCell<Vec<usize>>>,
     uid: u32,
     seed: u64,
+    opener: opener::Opener,
 }
 
 static LOCAL: OnceLock<Ctl> = OnceLock::new();
@@ -215,6 +217,7 @@ impl Engine {
             // SAFETY: getuid cannot fail.
             uid: unsafe { libc::getuid() },
             seed,
+            opener: Default::default(),
         })
     }
 
@@ -372,6 +375,7 @@ impl Engine {
                 let stack = *stack;
                 if let Some(st) = self.stacks.get_mut(&stack) {
                     st.link_rd |= ready.rd;
+                    st.link_opened(self.poll.registry());
                 }
                 work.push(stack);
             }
@@ -488,7 +492,9 @@ impl Engine {
             ready: self.ready.clone(),
         };
         let ifname = if ifname.is_empty() { "vde0" } else { ifname };
-        let st = match NetStack::new(id, vnl, ifname, wake, self.seed.wrapping_add(id as u64)) {
+        let opener = &mut self.opener;
+        let seed = self.seed.wrapping_add(id as u64);
+        let st = match NetStack::new(id, vnl, ifname, wake, seed, &mut |j| opener.submit(j)) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("vdestack: cannot open {vnl:?}: {e}");

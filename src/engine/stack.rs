@@ -137,6 +137,7 @@ impl NetStack {
         ifname: &str,
         wake: link::Wake,
         seed: u64,
+        background: link::Background,
     ) -> io::Result<NetStack> {
         let now = Instant::now();
         let mut lo = Loopback::default();
@@ -145,7 +146,7 @@ impl NetStack {
             let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
             let _ = a.push(IpCidr::new(IpAddress::Ipv6(Ipv6Addr::LOCALHOST), 128));
         });
-        let mut link = link::open(vnl, wake)?;
+        let mut link = link::open(vnl, wake, background)?;
         let mut frame = Vec::new();
         let mut held = Default::default();
         // As Linux gives a new NIC: 1500 on Ethernet, the link's own size where it is smaller
@@ -285,6 +286,11 @@ impl NetStack {
             let (rd, socks) = (&mut self.link_rd, &mut self.socks);
             super::device::with_buf(|buf| {
                 if up {
+                    // Held frames go first: smoltcp asks to transmit only when it has
+                    // something new, and a link that has just opened has nothing else to say.
+                    if !held.is_empty() {
+                        super::device::flush(link, held);
+                    }
                     let mut dev = LinkDevice::new(link, buf, held, mtu, rd);
                     changed |= poll_iface(iface, now, &mut dev, sets, LINK, socks);
                 } else {
@@ -309,6 +315,32 @@ impl NetStack {
             changed = true;
         }
         changed
+    }
+
+    /// Watches the link's own fd once it has finished opening; a failed open leaves the link
+    /// dead.
+    pub fn link_opened(&mut self, registry: &mio::Registry) {
+        let Some(link) = self.link.as_deref_mut() else {
+            return;
+        };
+        let Some(opened) = link.poll_open() else {
+            return;
+        };
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&opened.was.as_raw_fd()));
+        drop(opened.was);
+        self.link_wr = false;
+        self.link_rd = true;
+        if let Err(e) = opened.result {
+            eprintln!("vdestack: stack {}: the link did not open: {e}", self.id);
+            return;
+        }
+        let (Some(t), Some(fd)) = (self.link_token, link.poll_fd()) else {
+            return;
+        };
+        let fd = &mut mio::unix::SourceFd(&fd);
+        if let Err(e) = registry.register(fd, mio::Token(t), mio::Interest::READABLE) {
+            eprintln!("vdestack: stack {}: cannot watch the link: {e}", self.id);
+        }
     }
 
     /// Asks epoll for the link's writability only while frames wait for room.

@@ -3,6 +3,7 @@
 //! nothing at all (loopback only).
 
 pub mod mem;
+pub mod switch;
 pub mod tap;
 pub mod vde;
 
@@ -48,6 +49,23 @@ pub trait Link {
     fn checksummed(&self) -> bool {
         true
     }
+    /// For a link that finishes opening in the background (a VDE switch answers a round
+    /// trip after [`open`]): called when [`Link::poll_fd`] is readable while opening; once,
+    /// the outcome, with the fd [`Link::poll_fd`] named until then, for the engine to stop
+    /// watching before it closes it. [`Link::poll_fd`] now names another fd (None if the
+    /// open failed).
+    fn poll_open(&mut self) -> Option<Opened> {
+        None
+    }
+}
+
+/// A link has finished opening ([`Link::poll_open`]).
+#[derive(Debug)]
+pub struct Opened {
+    /// The fd the engine watched while the link was opening.
+    pub was: std::os::fd::OwnedFd,
+    /// Whether the link opened; if not, it drops what it is given, as a dead switch does.
+    pub result: io::Result<()>,
 }
 
 /// How an in-process link tells the engine that a stack has frames waiting.
@@ -69,8 +87,11 @@ impl Wake {
     }
 }
 
+/// Where a link hands the blocking part of its opening: a thread that runs each job.
+pub type Background<'a> = &'a mut dyn FnMut(Box<dyn FnOnce() + Send>);
+
 /// Opens the link a locator names. `None` means the stack has loopback only.
-pub fn open(vnl: &str, wake: Wake) -> io::Result<Option<Box<dyn Link>>> {
+pub fn open(vnl: &str, wake: Wake, background: Background) -> io::Result<Option<Box<dyn Link>>> {
     if vnl.is_empty() {
         return Ok(None);
     }
@@ -83,6 +104,11 @@ pub fn open(vnl: &str, wake: Wake) -> io::Result<Option<Box<dyn Link>>> {
     if let Some(name) = vnl.strip_prefix("tun://") {
         return Ok(Some(Box::new(tap::TapLink::open(name, Medium::Ip)?)));
     }
+    if let Some(dir) = switch::native(vnl) {
+        return Ok(Some(Box::new(switch::SwitchLink::open(
+            vnl, dir, background,
+        )?)));
+    }
     Ok(Some(Box::new(vde::VdeLink::open(vnl)?)))
 }
 
@@ -94,6 +120,9 @@ pub fn errno_of(e: &io::Error) -> i32 {
     }
     match e.kind() {
         io::ErrorKind::NotFound => libc::ENOENT,
+        io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        io::ErrorKind::NotADirectory => libc::ENOTDIR,
         io::ErrorKind::PermissionDenied => libc::EPERM,
         io::ErrorKind::InvalidInput => libc::EINVAL,
         io::ErrorKind::Unsupported => libc::EPROTONOSUPPORT,

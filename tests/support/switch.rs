@@ -57,6 +57,14 @@ pub struct Killer(libc::pid_t);
 
 impl Killer {
     /// Sends SIGKILL to the switch.
+    /// Sends `sig` to the switch (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) with a pid of our own unreaped child and a valid signal.
+        unsafe {
+            libc::kill(self.0, sig);
+        }
+    }
+
     pub fn kill(&self) {
         // SAFETY: kill(2) with a pid of our own unreaped child and a valid signal.
         unsafe {

@@ -1,0 +1,423 @@
+//! `vde://DIR`: a VDE switch (vde_switch, or `vde_plug switch://DIR`), spoken to directly
+//! rather than through libvdeplug, so that opening a stack does not wait for the switch.
+//!
+//! The protocol (version 3): the client binds a datagram socket of its own, sends on a
+//! stream connection to `DIR/ctl` a request naming that socket, and reads back the address
+//! of the switch's datagram socket for the new port. Frames are then datagrams between the
+//! two, and the port lives as long as the stream connection.
+//!
+//! [`SwitchLink::open`] connects at once, so a missing or dead switch is an error its caller
+//! sees, and leaves the rest to a background job: the switch answers a round trip later
+//! (0.2-1 ms; much later when busy, never when stopped), and the engine serves every other
+//! stack meanwhile. Frames sent before the port is open wait, as on a full link.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use std::sync::{Arc, Mutex};
+
+use super::{Background, Link, Medium, Opened};
+use crate::sys;
+
+const MAGIC: u32 = 0xfeed_face;
+const VERSION: u32 = 3;
+/// "Any free port".
+const REQ_NEW_CONTROL: u32 = 0;
+/// The description the switch shows for the port.
+const DESCR: &[u8] = b"vdestack";
+/// The length of an Ethernet header: a shorter datagram is not a frame.
+const ETHERNET_HEADER: usize = 14;
+/// How long opening waits for a switch whose queue of new connections is full.
+const CONNECT_WAIT: libc::timeval = libc::timeval {
+    tv_sec: 2,
+    tv_usec: 0,
+};
+
+/// The switch directory of a locator this module opens: `vde://PATH` with a path and no
+/// `[parameters]` (those, and every other plugin, go through libvdeplug).
+pub fn native(vnl: &str) -> Option<&str> {
+    let path = vnl.strip_prefix("vde://")?;
+    (!path.is_empty() && !path.contains('[')).then_some(path)
+}
+
+/// A port on a VDE switch.
+#[derive(Debug)]
+pub struct SwitchLink {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The background job is opening the port; `wake` becomes readable when it is done.
+    Opening {
+        slot: Arc<Mutex<Slot>>,
+        wake: OwnedFd,
+    },
+    /// `ctl` is held for the port's life: the switch ends the port when it closes.
+    Open { _ctl: OwnedFd, data: OwnedFd },
+    /// The switch refused the port or did not answer.
+    Failed,
+}
+
+/// What the background job hands the link: (control connection, data socket).
+#[derive(Debug)]
+enum Slot {
+    Waiting,
+    Done(io::Result<(OwnedFd, OwnedFd)>),
+    /// The link was dropped first: the job's sockets are closed with it.
+    Abandoned,
+}
+
+impl SwitchLink {
+    /// Connects to the switch in `dir` and has `background` ask it for a port. Fails, naming
+    /// `vnl`, when there is no switch there (`NotFound`) or it is dead (`ConnectionRefused`).
+    pub fn open(vnl: &str, dir: &str, background: Background) -> io::Result<SwitchLink> {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{vnl}: {e}"));
+        // The request names our socket by path, and the switch does not share our cwd.
+        let dir = std::fs::canonicalize(dir).map_err(named)?;
+        let ctl_path = dir.join("ctl");
+        let ctl = sys::unix_socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK).map_err(named)?;
+        let (sun, len) = sys::path_addr(&ctl_path).map_err(named)?;
+        // The request goes at once: a connection that closes before it has sent one (the
+        // process ends first) makes `vde_plug switch://` spin on it. A switch whose queue of
+        // new connections is full is alive: then the job waits for it, and asks.
+        let asked = match sys::connect_unix(ctl.as_raw_fd(), &sun, len) {
+            Ok(()) => Ok(ask(ctl, &dir, &ctl_path).map_err(named)?),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(ctl),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{vnl}: {}: {e}", ctl_path.display()),
+                ))
+            }
+        };
+        let (wake, wake_w) = sys::pipe().map_err(named)?;
+        let slot = Arc::new(Mutex::new(Slot::Waiting));
+        let job_slot = slot.clone();
+        let vnl = vnl.to_string();
+        background(Box::new(move || {
+            let asked = match asked {
+                Ok(a) => Ok(a),
+                Err(ctl) => connect_and_ask(ctl, &dir, &ctl_path),
+            };
+            let r = asked
+                .and_then(answer)
+                .map_err(|e| io::Error::new(e.kind(), format!("{vnl}: {e}")));
+            let mut slot = job_slot.lock().unwrap_or_else(|p| p.into_inner());
+            if !matches!(*slot, Slot::Abandoned) {
+                *slot = Slot::Done(r);
+            }
+            drop(slot);
+            // SAFETY: one byte from a constant into the pipe we own; a full pipe already
+            // holds a wake-up, and a closed one has nobody to wake.
+            unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        }));
+        Ok(SwitchLink {
+            state: State::Opening { slot, wake },
+        })
+    }
+}
+
+/// How long the job waits for a busy switch to take the connection, and for its answer.
+const WAIT_MS: i32 = 5_000;
+
+/// A request for a port, sent: our data socket is bound at `bound` (a file, or None for an
+/// abstract name) until the answer.
+struct Asked {
+    ctl: OwnedFd,
+    data: OwnedFd,
+    bound: Option<PathBuf>,
+}
+
+/// Waits for a busy switch to take the connection, then asks.
+fn connect_and_ask(ctl: OwnedFd, dir: &Path, ctl_path: &Path) -> io::Result<Asked> {
+    sys::set_nonblocking(ctl.as_raw_fd(), false)?;
+    set_connect_wait(&ctl)?;
+    let (sun, len) = sys::path_addr(ctl_path)?;
+    sys::connect_unix(ctl.as_raw_fd(), &sun, len)?;
+    sys::set_nonblocking(ctl.as_raw_fd(), true)?;
+    ask(ctl, dir, ctl_path)
+}
+
+/// Binds a data socket and sends the request for a port whose frames go to it.
+fn ask(ctl: OwnedFd, dir: &Path, ctl_path: &Path) -> io::Result<Asked> {
+    let data = sys::unix_socket(libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
+    let (sun, bound) = if same_netns(&ctl) {
+        (bind_abstract(&data)?, None)
+    } else {
+        let (sun, path) = bind_in(&data, dir)?;
+        (sun, Some(path))
+    };
+    let sent = match &bound {
+        Some(path) => permit(path, ctl_path),
+        None => Ok(()),
+    }
+    .and_then(|()| {
+        let req = request(&sun);
+        match sys::send(ctl.as_raw_fd(), &req)? {
+            n if n == req.len() => Ok(()),
+            _ => Err(io::Error::other("short write of the request")),
+        }
+    });
+    match sent {
+        Ok(()) => Ok(Asked { ctl, data, bound }),
+        Err(e) => {
+            remove(&bound);
+            Err(e)
+        }
+    }
+}
+
+fn remove(bound: &Option<PathBuf>) {
+    if let Some(path) = bound {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Whether the switch behind `ctl` shares our network namespace, where abstract socket
+/// names live. Then our data socket takes one, not a file in the switch's directory: no
+/// file to remove, and no contention with the switch for the directory (creating sockets
+/// there cost ~1 ms each on ext4 while the switch created its own).
+fn same_netns(ctl: &OwnedFd) -> bool {
+    let Ok(cred) = sys::peer_cred(ctl.as_raw_fd()) else {
+        return false;
+    };
+    if cred.pid <= 0 {
+        return false;
+    }
+    let theirs = std::fs::metadata(format!("/proc/{}/ns/net", cred.pid));
+    let ours = std::fs::metadata("/proc/self/ns/net");
+    matches!((theirs, ours), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
+/// Waits for the switch's answer and connects the data socket to the port it names.
+fn answer(asked: Asked) -> io::Result<(OwnedFd, OwnedFd)> {
+    let r = connect_port(&asked.ctl, &asked.data);
+    // Connected (or failed): the name has done its job either way.
+    remove(&asked.bound);
+    r.map(|()| (asked.ctl, asked.data))
+}
+
+fn connect_port(ctl: &OwnedFd, data: &OwnedFd) -> io::Result<()> {
+    if sys::poll_one(ctl.as_raw_fd(), libc::POLLIN, WAIT_MS)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the switch did not answer within {} s", WAIT_MS / 1000),
+        ));
+    }
+    let mut answer = [0u8; size_of::<libc::sockaddr_un>()];
+    let n = sys::recv(ctl.as_raw_fd(), &mut answer)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "the switch closed the connection without giving a port",
+        ));
+    }
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed answer from the switch",
+        )
+    };
+    let (family, path) = answer[..n].split_at_checked(2).ok_or_else(bad)?;
+    if u16::from_ne_bytes([family[0], family[1]]) != libc::AF_UNIX as u16 {
+        return Err(bad());
+    }
+    let path = &path[..path.iter().position(|b| *b == 0).unwrap_or(path.len())];
+    if path.is_empty() {
+        return Err(bad());
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let (sun, len) = sys::path_addr(Path::new(std::ffi::OsStr::from_bytes(path)))?;
+    sys::connect_unix(data.as_raw_fd(), &sun, len)
+}
+
+/// Bounds how long connect waits for a switch whose backlog is full (SO_SNDTIMEO governs an
+/// AF_UNIX connect).
+fn set_connect_wait(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: setsockopt with a timeval that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&CONNECT_WAIT as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds `data` to a fresh name in the switch's directory, as libvdeplug does.
+fn bind_in(data: &OwnedFd, dir: &Path) -> io::Result<(libc::sockaddr_un, PathBuf)> {
+    loop {
+        let path = dir.join(format!(".vds{}-{}", std::process::id(), next()));
+        let (sun, len) = sys::path_addr(&path)?;
+        match sys::bind_unix(data.as_raw_fd(), &sun, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            r => return r.map(|_| (sun, path)),
+        }
+    }
+}
+
+/// Binds `data` to a fresh abstract name that fills the whole address: the switch connects
+/// with the full `sockaddr_un` length, and an abstract name is every byte of it.
+fn bind_abstract(data: &OwnedFd) -> io::Result<libc::sockaddr_un> {
+    loop {
+        let name = format!("vdestack-port:{}:{}", std::process::id(), next());
+        let (mut sun, len) = sys::path_addr(Path::new(&name))?;
+        let last = sun.sun_path.len() - 1;
+        sun.sun_path.copy_within(..last, 1);
+        sun.sun_path[0] = 0;
+        match sys::bind_unix(data.as_raw_fd(), &sun, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            r => return r.map(|_| sun),
+        }
+    }
+}
+
+/// A number for a new name, unique in this process.
+fn next() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Lets the switch send to our socket: only us, unless the switch runs as another user (not
+/// root); then its group if we share it, else everyone (what libvdeplug does).
+fn permit(bound: &Path, ctl: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut mode = 0o700;
+    let sw = std::fs::metadata(ctl)?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if sw.uid() != 0 && sw.uid() != me {
+        mode = match std::os::unix::fs::chown(bound, None, Some(sw.gid())) {
+            Ok(()) => 0o770,
+            Err(_) => 0o777,
+        };
+    }
+    std::fs::set_permissions(bound, std::fs::Permissions::from_mode(mode))
+}
+
+/// The request for a new port whose frames go to the socket at `sun`.
+fn request(sun: &libc::sockaddr_un) -> Vec<u8> {
+    let mut req = Vec::with_capacity(12 + size_of::<libc::sockaddr_un>() + DESCR.len());
+    for word in [MAGIC, VERSION, REQ_NEW_CONTROL] {
+        req.extend_from_slice(&word.to_ne_bytes());
+    }
+    req.extend_from_slice(&sun.sun_family.to_ne_bytes());
+    req.extend(sun.sun_path.iter().map(|c| *c as u8));
+    req.extend_from_slice(DESCR);
+    req
+}
+
+impl Drop for SwitchLink {
+    fn drop(&mut self) {
+        if let State::Opening { slot, .. } = &self.state {
+            // Sockets opened for nobody close here (dropped with the slot's value); a job
+            // still running drops its own.
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Abandoned;
+        }
+    }
+}
+
+impl Link for SwitchLink {
+    fn medium(&self) -> Medium {
+        Medium::Ethernet
+    }
+
+    fn mtu(&self) -> usize {
+        1514
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        match &self.state {
+            State::Opening { wake, .. } => Some(wake.as_raw_fd()),
+            State::Open { data, .. } => Some(data.as_raw_fd()),
+            State::Failed => None,
+        }
+    }
+
+    /// Takes one frame; `WouldBlock` when none waits (or the port is not open yet), `Ok(0)`
+    /// for a datagram too short to be a frame.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let State::Open { data, .. } = &self.state else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let n = sys::recv(data.as_raw_fd(), buf)?;
+        Ok(if n < ETHERNET_HEADER { 0 } else { n })
+    }
+
+    /// Sends one frame; `WouldBlock` when the switch's queue is full or the port is not open
+    /// yet (the engine holds the frame), and a full socket buffer (`ENOBUFS`) drops it.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        match &self.state {
+            State::Open { data, .. } => match sys::send(data.as_raw_fd(), frame) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(()),
+                r => r.map(drop),
+            },
+            State::Opening { .. } => Err(io::ErrorKind::WouldBlock.into()),
+            State::Failed => Err(sys::errno_err(libc::ENETDOWN)),
+        }
+    }
+
+    fn poll_open(&mut self) -> Option<Opened> {
+        let State::Opening { slot, .. } = &self.state else {
+            return None;
+        };
+        let done = {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Waiting) {
+                Slot::Done(r) => r,
+                other => {
+                    *slot = other;
+                    return None;
+                }
+            }
+        };
+        let State::Opening { wake, .. } = std::mem::replace(&mut self.state, State::Failed) else {
+            return None; // matched above
+        };
+        let result = done.map(|(ctl, data)| self.state = State::Open { _ctl: ctl, data });
+        Some(Opened { was: wake, result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_switch_paths_are_spoken_to_directly() {
+        assert_eq!(native("vde:///tmp/sw"), Some("/tmp/sw"));
+        assert_eq!(native("vde://sw"), Some("sw"));
+        assert_eq!(
+            native("vde://"),
+            None,
+            "the default switch: libvdeplug's fallbacks"
+        );
+        assert_eq!(native("vde:///tmp/sw[port=3]"), None);
+        assert_eq!(native("switch:///tmp/sw"), None);
+        assert_eq!(native("/tmp/sw"), None);
+    }
+
+    #[test]
+    fn the_request_is_a_version_3_new_port() {
+        let (sun, _) = sys::path_addr(Path::new("/tmp/sw/.vds1-0")).unwrap();
+        let req = request(&sun);
+        assert_eq!(req.len(), 12 + size_of::<libc::sockaddr_un>() + DESCR.len());
+        assert_eq!(req[..4], 0xfeed_faceu32.to_ne_bytes());
+        assert_eq!(req[4..8], 3u32.to_ne_bytes());
+        assert_eq!(req[8..12], 0u32.to_ne_bytes());
+        assert_eq!(req[12..14], (libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(&req[14..14 + 15], b"/tmp/sw/.vds1-0");
+        assert!(req.ends_with(DESCR));
+    }
+}
