@@ -13,6 +13,12 @@
 //!                                        WINDOW connects in flight (default 64)
 //! scale kconns N [BUDGET_S] [TIMEOUT_S] [WINDOW]
 //!                                        the same with the kernel's TCP on 127.0.0.1
+//! scale tconns N [BUDGET_S] [TIMEOUT_S] [WINDOW] [BACKLOG]
+//!                                        N concurrent connections into one stack on a TAP
+//!                                        link, from the kernel's TCP in a network
+//!                                        namespace made for the run (needs root); the
+//!                                        stack listens with BACKLOG (default 128, as
+//!                                        conns's TcpListener::bind)
 //! scale idle N SECS [TIMEOUT_S]          CPU time and engine wake-ups of N idle stacks
 //! ```
 //!
@@ -25,6 +31,12 @@
 //! forked children hold the application ends. A child reaches its parent's engine over the
 //! control socket; it never creates stacks, and it never drops a `Stack` (that would end
 //! the stack): it leaves with `_exit`.
+//!
+//! `tconns` touches the kernel's network only inside a network namespace of its own
+//! (`vdsb-<pid>`, removed at the end on every path, the watchdog's too): the TAP device is
+//! opened in the root namespace down and without an address, moved into the namespace at
+//! once, and configured only there; the kernel's clients run there and talk only to the
+//! stack's address on that link. Nothing is added to the root namespace.
 
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
@@ -72,6 +84,8 @@ static DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
 static ROLE: Mutex<&str> = Mutex::new("main");
 /// The switch's directory, removed if the watchdog ends the run.
 static SWITCH_DIR: Mutex<Option<String>> = Mutex::new(None);
+/// The network namespace of the tconns bench, removed if the watchdog ends the run.
+static NETNS: Mutex<Option<String>> = Mutex::new(None);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -106,6 +120,9 @@ fn die(code: i32) -> ! {
     if *lock(&ROLE) == "main" {
         if let Some(d) = lock(&SWITCH_DIR).take() {
             let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(ns) = lock(&NETNS).take() {
+            remove_netns(&ns);
         }
     }
     // SAFETY: ends the process; nothing runs after it.
@@ -540,6 +557,8 @@ fn serve(
     phase("accept");
     let mut conns = Vec::with_capacity(n);
     let mut first = None;
+    // Time spent inside accept calls: what one accept costs the acceptor.
+    let mut in_accept = Duration::ZERO;
     while conns.len() < n {
         // Wait in poll, so that the watchdog's phase and count stay current.
         let mut p = libc::pollfd {
@@ -551,8 +570,10 @@ fn serve(
         if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
             continue;
         }
+        let ta = Instant::now();
         let c = accept().with_context(|| format!("accept {}", conns.len()))?;
-        first.get_or_insert_with(Instant::now);
+        in_accept += ta.elapsed();
+        first.get_or_insert(ta);
         conns.push(c);
         REACHED.store(conns.len(), Ordering::Relaxed);
     }
@@ -563,6 +584,7 @@ fn serve(
         "accepts_per_s",
         format!("{:.0}", (n - 1) as f64 / span.as_secs_f64().max(1e-9)),
     );
+    kv("accept_call_us", us_per(in_accept, n));
 
     phase("echo");
     for (i, c) in conns.iter().enumerate() {
@@ -610,8 +632,11 @@ fn load(
 ) -> Result<()> {
     kv("connect_window", window);
     phase("connect");
-    let mut inflight: Vec<(usize, OwnedFd)> = Vec::with_capacity(window);
+    // Each connect in flight, with when it started.
+    let mut inflight: Vec<(usize, OwnedFd, Instant)> = Vec::with_capacity(window);
     let mut done: Vec<OwnedFd> = Vec::with_capacity(n);
+    // How long each connect took, from socket() to its completion (µs).
+    let mut latency: Vec<u64> = Vec::with_capacity(n);
     let mut next = 0;
     // Connects refused (RST to the SYN), and those to make again.
     let mut refused = 0;
@@ -633,11 +658,12 @@ fn load(
                 next += 1;
                 next - 1
             });
+            let started = Instant::now();
             let fd = open(i).with_context(|| format!("connect {i}"))?;
-            inflight.push((i, fd));
+            inflight.push((i, fd, started));
         }
         pfds.clear();
-        pfds.extend(inflight.iter().map(|(_, fd)| libc::pollfd {
+        pfds.extend(inflight.iter().map(|(_, fd, _)| libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLOUT,
             revents: 0,
@@ -654,9 +680,12 @@ fn load(
             if pfds[j].revents == 0 {
                 continue;
             }
-            let (i, fd) = inflight.swap_remove(j);
+            let (i, fd, started) = inflight.swap_remove(j);
             match so_error(fd.as_raw_fd()) {
-                Ok(0) => done.push(fd),
+                Ok(0) => {
+                    latency.push(started.elapsed().as_micros() as u64);
+                    done.push(fd);
+                }
                 Ok(libc::ECONNREFUSED) if refused < n => {
                     // Counted, and the run fails for it at the end; retried so that the
                     // other figures still mean something.
@@ -681,11 +710,19 @@ fn load(
     kv("connected", done.len());
     kv("connect_s", format!("{connect_s:.2}"));
     kv("connects_per_s", format!("{:.0}", n as f64 / connect_s));
+    // The latency of a connect, queueing behind the others in flight included.
+    latency.sort_unstable();
+    let pct = |p: usize| latency[(latency.len() * p / 100).min(latency.len() - 1)];
+    if !latency.is_empty() {
+        kv("connect_us_p50", pct(50));
+        kv("connect_us_p90", pct(90));
+        kv("connect_us_p99", pct(99));
+        kv("connect_us_max", latency[latency.len() - 1]);
+    }
     kv("refused", refused);
     if refused > 0 {
         *lock(&DEFERRED) = Some(format!(
-            "{refused} connects refused (RST) by a listener with a backlog of 128 \
-             (each retried)"
+            "{refused} connects refused (RST) by the listener (each retried)"
         ));
     }
 
@@ -931,24 +968,7 @@ fn conns_kernel(n: usize, budget: Duration, window: usize) -> Result<()> {
             window,
             getpid(),
             |_| kernel_connect(to),
-            |fd| {
-                let mut e = 0i32;
-                let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-                // SAFETY: getsockopt into an int of ours.
-                let r = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_ERROR,
-                        (&mut e as *mut i32).cast(),
-                        &mut len,
-                    )
-                };
-                if r < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(e)
-            },
+            kernel_so_error,
         )
     })?;
     wait_all(vec![server, client])
@@ -992,6 +1012,208 @@ fn kernel_connect(to: std::net::SocketAddrV4) -> io::Result<OwnedFd> {
         }
     }
     Ok(fd)
+}
+
+/// SO_ERROR of a kernel socket: the outcome of its nonblocking connect.
+fn kernel_so_error(fd: RawFd) -> io::Result<i32> {
+    let mut e = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: getsockopt into an int of ours.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut e as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(e)
+}
+
+/// The prefix of the tconns bench's namespaces: `vdsb-<pid>`.
+const NETNS_PREFIX: &str = "vdsb-";
+/// Where `ip netns` keeps its named namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// Runs `ip ARGS`; fails with its stderr.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("ip {} (apt-get install iproute2)", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Ends what runs in namespace `name` (never this process) and deletes it. The kernel then
+/// destroys the devices inside it.
+fn remove_netns(name: &str) {
+    if let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "pids", name])
+        .output()
+    {
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|&p| p != getpid() && p > 1)
+        {
+            // SAFETY: kill(2) takes integers only; pid runs in the bench's own namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    if let Err(e) = ip(&["netns", "del", name]) {
+        eprintln!("scale: {e:#}");
+    }
+}
+
+/// A network namespace made for one run, `vdsb-<pid>`, deleted when dropped (and by
+/// `die` when the watchdog ends the run). Its `lo` is up.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn create() -> Result<NetNs> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "tconns needs root: it creates a network namespace (ip netns add) and a TAP \
+                 device (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
+            );
+        }
+        // Leftovers of runs that were killed (SIGKILL leaves no time to clean up).
+        for e in std::fs::read_dir(NETNS_DIR).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix(NETNS_PREFIX)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                // Gone, or a zombie that no one reaped.
+                let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|st| st.rsplit_once(')').map(|(_, r)| r.trim_start().to_owned()))
+                    .is_some_and(|r| !r.starts_with(['Z', 'X']));
+                if !alive {
+                    eprintln!("scale: removing {name}, left by a run that is gone");
+                    remove_netns(&name);
+                }
+            }
+        }
+        let name = format!("{NETNS_PREFIX}{}", std::process::id());
+        if std::path::Path::new(NETNS_DIR).join(&name).exists() {
+            remove_netns(&name); // a leftover of a run with our pid
+        }
+        // Known to `die` before it exists, so that no moment leaves it behind.
+        *lock(&NETNS) = Some(name.clone());
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            lock(&NETNS).take();
+            return Err(e);
+        }
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "dev", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NS ARGS`: runs in the namespace.
+    fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Moves `dev` from the root namespace into this one, and checks that it left.
+    fn move_link(&self, dev: &str) -> Result<()> {
+        ip(&["link", "set", "dev", dev, "netns", &self.name])?;
+        if ip(&["link", "show", "dev", dev]).is_ok() {
+            bail!("{dev} is still in the root namespace");
+        }
+        self.ip(&["link", "show", "dev", dev])
+    }
+
+    /// Moves the calling thread into the namespace (its new sockets are the namespace's).
+    fn enter(&self) -> Result<()> {
+        let path = format!("{NETNS_DIR}/{}", self.name);
+        let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on an fd we own.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            bail!("setns {path}: {}", io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        remove_netns(&self.name);
+        lock(&NETNS).take();
+    }
+}
+
+/// 2c over TAP: N concurrent connections into one stack whose link is a TAP device, from
+/// the kernel's TCP in a network namespace made for the run. This process is the engine;
+/// a forked acceptor holds the accepted sockets, a forked connector in the namespace makes
+/// the kernel's connections. Each holds one fd per connection.
+fn conns_tap(n: usize, budget: Duration, window: usize, backlog: i32) -> Result<()> {
+    let n = fit_fds(n, 1);
+    kv("conns", n);
+    kv("link", "TAP, kernel TCP clients in a network namespace");
+    kv(
+        "load",
+        format!("{window} nonblocking connects in flight, from one process"),
+    );
+
+    phase("netns");
+    let ns = NetNs::create()?;
+    kv("netns", &ns.name);
+    let dev = format!("vdsb{}", std::process::id());
+    // Opened in the root namespace, down and without an address, and moved out at once.
+    let s = Stack::new(&format!("tap://{dev}"), None).with_context(|| format!("tap://{dev}"))?;
+    ns.move_link(&dev)?;
+    ns.ip(&["link", "set", "dev", &dev, "up"])?;
+    ns.ip(&["addr", "add", "10.4.0.1/16", "dev", &dev])?;
+    s.cmd("ip link set vde0 up; ip addr add 10.4.0.2/16 dev vde0")?;
+    // TcpListener::bind, by hand, so that the backlog can be chosen. A full accept queue
+    // drops SYNs, as Linux's does: the kernel's clients send them again after 1 s.
+    kv("backlog", backlog);
+    let l = s.socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
+    vdestack::socket::bind(l.as_raw_fd(), "10.4.0.2:7".parse()?)?;
+    vdestack::socket::listen(l.as_raw_fd(), backlog)?;
+
+    let engine = getpid();
+    let acceptor = fork("acceptor", || {
+        serve(n, l.as_raw_fd(), engine, || {
+            vdestack::socket::accept(l.as_raw_fd(), libc::SOCK_CLOEXEC).map(|(c, _)| c)
+        })
+    })?;
+    // The acceptor holds the listener now.
+    drop(l);
+    let to = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 4, 0, 2), 7);
+    let connector = fork("connector", || {
+        ns.enter()?;
+        load(
+            n,
+            budget,
+            window,
+            getpid(),
+            |_| kernel_connect(to),
+            kernel_so_error,
+        )
+    })?;
+    // The engine serves until both sides are done.
+    let r = wait_all(vec![acceptor, connector]);
+    drop(s);
+    drop(ns);
+    r
 }
 
 fn cpu_ms() -> f64 {
@@ -1096,12 +1318,21 @@ fn main() {
                 num(4, WINDOW as u64) as usize,
             )
         }
+        Some("tconns") => {
+            watchdog(num(3, 300));
+            conns_tap(
+                num(1, 10_000) as usize,
+                secs(num(2, 120)),
+                num(4, WINDOW as u64) as usize,
+                num(5, 128) as i32,
+            )
+        }
         Some("idle") => {
             watchdog(num(3, 120));
             idle(num(1, 100) as usize, num(2, 5))
         }
         _ => Err(anyhow!(
-            "usage: scale stacks|bulk|conns|kconns|idle [ARGS] (see the source)"
+            "usage: scale stacks|bulk|conns|kconns|tconns|idle [ARGS] (see the source)"
         )),
     };
     if let Err(e) = r {
