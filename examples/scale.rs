@@ -17,8 +17,8 @@
 //!                                        N concurrent connections into one stack on a TAP
 //!                                        link, from the kernel's TCP in a network
 //!                                        namespace made for the run (needs root); the
-//!                                        stack listens with BACKLOG (default 128, as
-//!                                        conns's TcpListener::bind)
+//!                                        stack listens with BACKLOG (default 4096, as
+//!                                        conns and kconns)
 //! scale idle N SECS [TIMEOUT_S]          CPU time and engine wake-ups of N idle stacks
 //! ```
 //!
@@ -860,6 +860,7 @@ fn conns_ours(n: usize, budget: Duration, window: usize) -> Result<()> {
         "vdeplug4 switch (vde_plug null:// switch://), two engine processes",
     );
     kv("client_stacks", k);
+    kv("backlog", 4096);
     kv(
         "load",
         format!("{window} nonblocking connects in flight, from one process"),
@@ -876,6 +877,9 @@ fn conns_ours(n: usize, budget: Duration, window: usize) -> Result<()> {
         let s = Stack::new(&vnl, None)?;
         s.cmd("ip link set vde0 up; ip addr add 10.3.0.1/16 dev vde0")?;
         let l = TcpListener::bind(&s, "0.0.0.0:7")?;
+        // The kernel bench's backlog (kconns): a full accept queue drops SYNs, and each
+        // costs the client a 1 s retransmission.
+        vdestack::socket::listen(l.as_raw_fd(), 4096)?;
         let engine = getpid();
         let acceptor = fork("acceptor", || {
             serve(n, l.as_raw_fd(), engine, || {
@@ -1324,7 +1328,7 @@ fn main() {
                 num(1, 10_000) as usize,
                 secs(num(2, 120)),
                 num(4, WINDOW as u64) as usize,
-                num(5, 128) as i32,
+                num(5, 4096) as i32,
             )
         }
         Some("idle") => {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::bridge::udp;
-use crate::control::proto::{Reply, Request};
+use crate::control::proto::{accepted_peer, Reply, Request, ACCEPT_RECORD};
 use crate::control::Ctl;
 use crate::sys;
 
@@ -48,15 +48,18 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
 
 /// accept4(2): waits (or not, as the fd's O_NONBLOCK says) for a connection, and returns
 /// its fd and the peer's address. `flags` takes SOCK_NONBLOCK and SOCK_CLOEXEC.
+///
+/// The engine puts each connection into the listener's pair as a record with its fd
+/// attached: taking one is a single recvmsg, the wait is the fd's own, and processes that
+/// share a listener each take whole connections, as from a kernel accept queue.
 pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
-    let (ctl, sock) = lookup(fd)?;
-    // The listener's pair carries one byte per connection ready: reading it is the wait.
-    let mut token = [0u8; 1];
-    if sys::read(fd, &mut token)? == 0 {
+    let mut rec = [0u8; ACCEPT_RECORD];
+    let (n, conn) = sys::recv_msg(fd, &mut rec)?;
+    let Some(conn) = conn else {
+        // EOF: the stack is gone; anything else is not a listener of ours.
         return Err(sys::errno_err(libc::EINVAL));
-    }
-    let (reply, conn) = ctl.call_for_fd(&Request::Accept { sock })?;
-    let peer = addr_reply(reply)?;
+    };
+    let peer = accepted_peer(&rec[..n])?;
     apply_flags(&conn, flags)?;
     Ok((conn, peer))
 }

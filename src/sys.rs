@@ -411,6 +411,14 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// How many bytes (skb truesize, for AF_UNIX) sent on `fd` the peer has not read yet.
+pub fn unsent(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) }.into())?;
+    Ok(n.max(0) as usize)
+}
+
 /// Waits until `fd` has one of `events`, or `timeout_ms` passes (-1: forever).
 pub fn poll_one(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<i16> {
     let mut pfd = libc::pollfd {

@@ -1243,3 +1243,59 @@ fn a_burst_of_connects_is_all_accepted() {
     want.sort_unstable();
     assert_eq!(seen, want, "every connection carries its own byte");
 }
+
+/// Accepted connections wait in the listener's own fd, as many as the backlog (set again by
+/// a second listen(), as on Linux): an application that accepts late still gets every one,
+/// also past what the fd's buffer holds at once (those wait in the engine, in order).
+#[test]
+fn a_late_acceptor_gets_every_connection_of_a_deep_backlog() {
+    const N: usize = 2000;
+    let (a, b) = two_stacks("late-acceptor");
+    let l = listen(&a, "10.0.0.1:8300");
+    vdestack::socket::listen(l.as_raw_fd(), 4096).expect("listen again, deeper");
+    let mut clients = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut c = connect(&b, "10.0.0.1:8300");
+        c.write_all(&(i as u32).to_le_bytes()).unwrap();
+        clients.push(c);
+    }
+    let mut seen = Vec::with_capacity(N);
+    for _ in 0..N {
+        let (mut s, peer) = accept(&l);
+        assert_eq!(peer.ip().to_string(), "10.0.0.2");
+        let mut x = [0u8; 4];
+        s.read_exact(&mut x).unwrap();
+        seen.push(u32::from_le_bytes(x));
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..N as u32).collect::<Vec<_>>(),
+        "each connection once"
+    );
+    // And nothing more waits.
+    l.set_nonblocking(true).unwrap();
+    assert_eq!(
+        l.accept().map(|_| ()).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+}
+
+/// Connections no one accepted end with their listener: their clients read EOF.
+#[test]
+fn closing_a_listener_ends_the_connections_it_held() {
+    let (a, b) = two_stacks("close-listener");
+    let l = listen(&a, "10.0.0.1:8301");
+    let clients: Vec<_> = (0..4).map(|_| connect(&b, "10.0.0.1:8301")).collect();
+    // Give the engine a moment to hand them to the listener's fd.
+    std::thread::sleep(Duration::from_millis(100));
+    drop(l);
+    for (i, c) in clients.iter().enumerate() {
+        let mut buf = [0u8; 1];
+        match (&*c).read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("client {i}: {other:?}, want EOF or a reset"),
+        }
+    }
+}

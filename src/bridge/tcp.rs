@@ -3,7 +3,7 @@
 //! application (its shutdown(SHUT_WR) or last close) becomes our FIN.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
@@ -200,11 +200,4 @@ pub fn discard(fd: RawFd, n: usize) -> usize {
         }
     }
     done
-}
-
-/// Writes one "a connection is ready" token on a listener's pair.
-pub fn post_token(fd: &impl AsRawFd) {
-    // A full pair means tokens for thousands of connections are already waiting; the backlog
-    // has overflowed and the connection still waits in the ready queue.
-    let _ = sys::send(fd.as_raw_fd(), b"!");
 }

@@ -24,8 +24,6 @@ pub enum Request {
     Bind { sock: u64, addr: SocketAddr },
     /// listen(2).
     Listen { sock: u64, backlog: i32 },
-    /// Takes one ready connection off a listener (the caller already consumed its token).
-    Accept { sock: u64 },
     /// connect(2); `wait` asks for the reply when the connection is up or failed. `pad`
     /// (nonblocking TCP only): after an EINPROGRESS reply the client writes this many bytes
     /// of padding into its end of the pair, which the engine drops once the outcome is known.
@@ -122,6 +120,28 @@ impl W {
     }
 }
 
+/// The size of the record that hands an accepted connection to the application. A
+/// listener's pair carries one per connection, with the connection's fd attached
+/// (SCM_RIGHTS): the peer's address, padded so that every read takes exactly one.
+pub const ACCEPT_RECORD: usize = 32;
+
+/// The record for a connection from `peer` (see [`ACCEPT_RECORD`]).
+pub fn accept_record(peer: &SocketAddr) -> [u8; ACCEPT_RECORD] {
+    let mut w = W(Vec::with_capacity(ACCEPT_RECORD));
+    w.addr(peer);
+    let mut rec = [0u8; ACCEPT_RECORD];
+    rec[..w.0.len()].copy_from_slice(&w.0);
+    rec
+}
+
+/// The peer an accept record names.
+pub fn accepted_peer(rec: &[u8]) -> io::Result<SocketAddr> {
+    if rec.len() != ACCEPT_RECORD {
+        return Err(bad());
+    }
+    R(rec).addr()
+}
+
 struct R<'a>(&'a [u8]);
 
 fn bad() -> io::Error {
@@ -196,7 +216,6 @@ impl Request {
             } => w.u8(4).u32(*stack).i32(*domain).i32(*ty).i32(*protocol),
             Request::Bind { sock, addr } => w.u8(5).u64(*sock).addr(addr),
             Request::Listen { sock, backlog } => w.u8(6).u64(*sock).i32(*backlog),
-            Request::Accept { sock } => w.u8(7).u64(*sock),
             Request::Connect {
                 sock,
                 addr,
@@ -246,7 +265,6 @@ impl Request {
                 sock: r.u64()?,
                 backlog: r.i32()?,
             },
-            7 => Request::Accept { sock: r.u64()? },
             8 => Request::Connect {
                 sock: r.u64()?,
                 addr: r.addr()?,

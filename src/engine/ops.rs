@@ -1,7 +1,7 @@
 //! Control requests on a stack's sockets, and the per-round pump of all its bridges.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
@@ -11,9 +11,10 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use super::sock::{Listener, Opts, Sock, SockState};
 use super::stack::{Binding, NetStack};
 use super::Ctx;
-use crate::bridge::tcp::{discard, new_socket, post_token, Conn, Outcome};
+use crate::bridge::tcp::{discard, new_socket, Conn, Outcome};
 use crate::bridge::{udp, Done, LINK, LO};
-use crate::control::proto::{Reply, Request};
+use crate::control::proto::{self, Reply, Request};
+use crate::sys;
 use crate::sys::unmap;
 
 type Answer = Option<(Reply, Option<OwnedFd>)>;
@@ -31,7 +32,6 @@ pub fn sock_of(req: &Request) -> Option<u64> {
     match req {
         Request::Bind { sock, .. }
         | Request::Listen { sock, .. }
-        | Request::Accept { sock }
         | Request::Connect { sock, .. }
         | Request::Padded { sock, .. }
         | Request::Name { sock, .. }
@@ -64,7 +64,6 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     bind(st, sock, addr).map_or_else(err, |_| ok(Reply::Ok))
                 }
                 Request::Listen { sock, backlog } => listen(st, sock, backlog),
-                Request::Accept { sock } => accept(st, ctx, sock),
                 Request::Connect {
                     sock,
                     addr,
@@ -274,7 +273,13 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     match s.state {
         SockState::Fresh if s.pair_shut => return err(libc::EINVAL),
         SockState::Fresh => {}
-        SockState::Listening(_) => return ok(Reply::Ok),
+        SockState::Listening(_) => {
+            // As Linux: listen() again sets a new backlog.
+            if let Some(SockState::Listening(l)) = st.socks.get_mut(&id).map(|s| &mut s.state) {
+                l.backlog = backlog.max(1) as usize;
+            }
+            return ok(Reply::Ok);
+        }
         _ => return err(libc::EINVAL),
     }
     if s.local.is_none() {
@@ -299,6 +304,8 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
         screen,
         listening: Vec::new(),
         ready: Default::default(),
+        undelivered: Default::default(),
+        per_record: 0,
     };
     for set in [LINK, LO] {
         if sets[set] {
@@ -313,31 +320,91 @@ fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
     ok(Reply::Ok)
 }
 
-fn accept(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> Answer {
-    let s = st.socks.get_mut(&id).expect("checked");
-    let SockState::Listening(l) = &mut s.state else {
-        return err(libc::EINVAL);
+/// Hands listener `id`'s ready connections to the application, as many as its backlog
+/// lets wait: each goes into the listener's pair as a record with the connection's fd
+/// attached, and accept() takes it with one recvmsg, no request to the engine. A record that
+/// finds the pair full waits for the application to make room (an EPOLLOUT edge wakes us).
+fn deliver(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> bool {
+    let mut moved = false;
+    loop {
+        let Some(s) = st.socks.get_mut(&id) else {
+            return moved;
+        };
+        let fd = s.fd.as_raw_fd();
+        let SockState::Listening(l) = &mut s.state else {
+            return moved;
+        };
+        if s.app_closed {
+            return moved;
+        }
+        if let Some((conn, rec)) = l.undelivered.front() {
+            if sys::send_msg(fd, rec, &[conn.as_raw_fd()]).is_err() {
+                return moved;
+            }
+            l.undelivered.pop_front();
+            moved = true;
+            continue;
+        }
+        if queued(fd, l) >= l.backlog {
+            return moved;
+        }
+        let Some((set, handle)) = l.ready.pop_front() else {
+            return moved;
+        };
+        let Some((conn, peer)) = adopt(st, ctx, id, set, handle) else {
+            continue;
+        };
+        let rec = proto::accept_record(&peer);
+        let Some(SockState::Listening(l)) = st.socks.get_mut(&id).map(|s| &mut s.state) else {
+            return moved;
+        };
+        match sys::send_msg(fd, &rec, &[conn.as_raw_fd()]) {
+            Ok(_) if l.per_record == 0 => l.per_record = sys::unsent(fd).unwrap_or(0),
+            Ok(_) => {}
+            // Full (or, for an unprivileged user, too many fds in flight): kept in order.
+            Err(_) => l.undelivered.push_back((conn, rec)),
+        }
+        moved = true;
+    }
+}
+
+/// How many accepted connections wait in a listener's pair for the application.
+fn queued(fd: RawFd, l: &Listener) -> usize {
+    let inside = match l.per_record {
+        0 => 0,
+        per => sys::unsent(fd).unwrap_or(0).div_ceil(per),
     };
-    let Some((set, handle)) = l.ready.pop_front() else {
-        return err(libc::EAGAIN);
-    };
+    inside + l.undelivered.len()
+}
+
+/// Makes listener `id`'s connection (set, handle) a socket of its own: its pair, its
+/// registration. Returns the application's end of the pair and the peer; None if the
+/// connection is gone already or no pair can be made (then it is dropped).
+fn adopt(
+    st: &mut NetStack,
+    ctx: &mut Ctx,
+    id: u64,
+    set: usize,
+    handle: SocketHandle,
+) -> Option<(OwnedFd, SocketAddr)> {
+    let s = st.socks.get(&id)?;
     let domain = s.domain;
     let opts = s.opts.clone();
     let sock = st.sets[set].get::<tcp::Socket>(handle);
     let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) else {
         st.sets[set].remove(handle);
-        return err(libc::ECONNABORTED);
+        return None;
     };
     let peer = NetStack::as_seen(domain, SocketAddr::from(remote));
     let local = NetStack::as_seen(domain, SocketAddr::from(local));
     let nid = st.new_sock_id();
-    let (mine, theirs) = match ctx.pair(nid, libc::SOCK_STREAM) {
-        Ok(p) => p,
-        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
-    };
-    let token = match ctx.register_sock(st.id, nid, mine.as_raw_fd()) {
-        Ok(t) => t,
-        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    let registered = ctx.pair(nid, libc::SOCK_STREAM).and_then(|(mine, theirs)| {
+        let token = ctx.register_sock(st.id, nid, mine.as_raw_fd())?;
+        Ok((mine, theirs, token))
+    });
+    let Ok((mine, theirs, token)) = registered else {
+        st.sets[set].get_mut::<tcp::Socket>(handle).abort();
+        return None;
     };
     let mut ns = Sock::new(nid, mine, token, domain, true, libc::IPPROTO_TCP);
     ns.opts = opts;
@@ -354,7 +421,7 @@ fn accept(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> Answer {
     st.sets[set].set_owner(handle, nid);
     st.socks.insert(nid, ns);
     st.dirty.push(nid); // data may have come with the handshake
-    Some((Reply::Addr(peer), Some(theirs)))
+    Some((theirs, peer))
 }
 
 /// How long a connection attempt lasts: Linux's SYN retry schedule for TCP_SYNCNT.
@@ -666,6 +733,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut gone = Vec::new();
     let mut unbound_senders = Vec::new();
     let mut strays = Vec::new();
+    let mut deliveries = Vec::new();
     let now = ctx.now;
     let routes = RouteView::of(st);
     for id in pump_list(st) {
@@ -755,8 +823,13 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     &mut st.sets,
                     &mut strays,
                 );
+                if !(s.app_closed || l.ready.is_empty() && l.undelivered.is_empty()) {
+                    deliveries.push(s.id);
+                }
                 if s.app_closed {
                     strays.truncate(before);
+                    // Closing the application ends of those never taken ends them too.
+                    l.undelivered.clear();
                     for (set, h) in l.listening.drain(..).chain(l.ready.drain(..)) {
                         st.sets[set].get_mut::<tcp::Socket>(h).abort();
                         st.sets[set].remove(h);
@@ -823,6 +896,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     for (id, set, h) in strays {
         hand_over(st, id, set, h);
         moved = true;
+    }
+    for id in deliveries {
+        moved |= deliver(st, ctx, id);
     }
     for id in gone {
         if let Some(s) = st.socks.remove(&id) {
@@ -921,17 +997,17 @@ fn pump_listener(
             _ => {
                 l.listening.swap_remove(i);
                 l.ready.push_back((set, h));
-                post_token(fd);
                 moved = true;
             }
         }
     }
     // Keep sockets free to take the next SYNs, as long as the accept queue has room (a full
     // one drops SYNs, which the peer sends again, as Linux does).
+    let waiting = l.ready.len() + queued(fd.as_raw_fd(), l);
     for set in [LINK, LO] {
         while l.sets[set]
             && free[set] < l.per_set
-            && l.ready.len() < l.backlog.max(1)
+            && waiting < l.backlog.max(1)
             && half_open < MAX_HALF_OPEN
         {
             let fresh = add_listening(&mut sets[set], listen_socket(opts, l.endpoint), id);

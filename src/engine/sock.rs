@@ -58,7 +58,13 @@ pub struct Listener {
     /// hold their SYN|ACK until the peer's family is checked.
     pub screen: bool,
     pub listening: Vec<(usize, SocketHandle)>,
+    /// Handshakes done, not yet handed to the application.
     pub ready: VecDeque<(usize, SocketHandle)>,
+    /// Accepted connections (application end, record) that found the pair full.
+    pub undelivered: VecDeque<(OwnedFd, [u8; crate::control::proto::ACCEPT_RECORD])>,
+    /// What one record costs in the pair's send queue (SIOCOUTQ counts it so), measured on
+    /// the first; 0 until then.
+    pub per_record: usize,
 }
 
 /// Where a socket is in its life.
