@@ -803,6 +803,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         st.sets[c.set].remove(c.handle);
                         s.so_error = e;
                         s.state = SockState::Done;
+                        // A reset that found the pair full left bytes behind (dropped, as
+                        // Linux drops them): the application still gets its EOF.
+                        let _ = sys::shutdown(fd, libc::SHUT_WR);
                         moved = true;
                     }
                     Outcome::Finished => {
