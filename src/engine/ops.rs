@@ -717,8 +717,10 @@ fn settle(s: &mut Sock, result: i32, done: &mut Vec<Done>) {
 /// socket whose connect failed. (POLLHUP would need our end shut both ways, and then the
 /// engine could no longer see the application close its end.)
 fn fail_pair(s: &mut Sock) {
-    discard(s.fd.as_raw_fd(), usize::MAX);
+    // Shut first: a caller woken by POLLOUT must already see POLLRDHUP, which tells its
+    // SO_ERROR to ask us (see socket::get_opt).
     let _ = crate::sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_WR);
+    discard(s.fd.as_raw_fd(), usize::MAX);
     s.pair_shut = true;
 }
 
