@@ -423,6 +423,35 @@ fn a_stopped_switch_stalls_no_other_stack() {
     });
 }
 
+/// A stack ended while its switch port is still being opened leaves nothing behind: once
+/// the switch answers, that port is closed again, and the ports of live stacks stay.
+#[test]
+fn a_stack_ended_while_its_port_opens_leaves_no_port() {
+    let sw = Switch::vdeplug();
+    let vnl = sw.vnl();
+    let switch = sw.killer();
+    let before = switch.fds();
+    within("ended-while-opening", LIMIT, move || {
+        switch.signal(libc::SIGSTOP);
+        let gone = Stack::new(&vnl, None).expect("a stack on a stopped switch");
+        let (a, b) = pair(&vnl);
+        drop(gone);
+        switch.signal(libc::SIGCONT);
+        // The switch answers in order: a and b talking means it has answered `gone` too.
+        tcp_echo(&a, &b);
+        // Two fds per port (its control connection and its data socket): a's and b's.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while switch.fds() != before + 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the switch holds {} fds, {before} before it had ports; want 2 ports' worth",
+                switch.fds()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
 #[test]
 fn vdeplug_switch_killed_mid_connection() {
     let mut sw = Switch::vdeplug();

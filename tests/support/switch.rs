@@ -65,6 +65,11 @@ impl Killer {
         }
     }
 
+    /// How many fds the switch holds: two per open port, and a few of its own.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.0)).map_or(0, |d| d.count())
+    }
+
     pub fn kill(&self) {
         // SAFETY: kill(2) with a pid of our own unreaped child and a valid signal.
         unsafe {
