@@ -43,7 +43,19 @@ pub fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
 
 /// listen(2).
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
-    call(fd, |sock| Request::Listen { sock, backlog }).map(drop)
+    call(fd, |sock| Request::Listen { sock, backlog })?;
+    // Marks the fd itself (a kernel option of the pair, so it follows dup, fork, exec and
+    // SCM_RIGHTS) so that accept() knows a listener without asking the engine. A listener's
+    // SO_RCVLOWAT means nothing otherwise: its reads are whole records.
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, LISTENER_MARK)
+}
+
+/// The SO_RCVLOWAT of a listener's fd (see [`listen`]); getsockopt shows 1 there, as Linux.
+pub const LISTENER_MARK: i32 = 0x5644_534c;
+
+/// Whether `fd` is a listening stack socket (one listen() marked).
+pub fn is_listener(fd: RawFd) -> bool {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT).ok() == Some(LISTENER_MARK)
 }
 
 /// accept4(2): waits (or not, as the fd's O_NONBLOCK says) for a connection, and returns
@@ -53,6 +65,11 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
 /// attached: taking one is a single recvmsg, the wait is the fd's own, and processes that
 /// share a listener each take whole connections, as from a kernel accept queue.
 pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
+    // On a socket that is not listening, Linux says EINVAL at once; reading would block, or
+    // take a connected socket's data for a record.
+    if !is_listener(fd) {
+        return Err(sys::errno_err(libc::EINVAL));
+    }
     let mut rec = [0u8; ACCEPT_RECORD];
     let (n, conn) = sys::recv_msg(fd, &mut rec)?;
     let Some(conn) = conn else {

@@ -1299,3 +1299,28 @@ fn closing_a_listener_ends_the_connections_it_held() {
         }
     }
 }
+
+/// accept on a socket that is not listening fails at once with EINVAL, as on Linux, and
+/// leaves a connected socket's bytes where they are.
+#[test]
+fn accept_on_a_socket_that_does_not_listen_is_einval() {
+    let (a, b) = two_stacks("accept-einval");
+    let fresh = tcp_socket(&a, libc::AF_INET, false);
+    assert_errno(
+        socket::accept(fresh.as_raw_fd(), 0).map(drop),
+        libc::EINVAL,
+        "accept on a fresh socket",
+    );
+    let l = listen(&a, "10.0.0.1:8302");
+    let mut c = connect(&b, "10.0.0.1:8302");
+    let (s, _) = accept(&l);
+    c.write_all(b"keep").unwrap();
+    assert_errno(
+        socket::accept(s.as_raw_fd(), 0).map(drop),
+        libc::EINVAL,
+        "accept on a connected socket",
+    );
+    let mut got = [0u8; 4];
+    (&s).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"keep");
+}

@@ -442,6 +442,12 @@ fn pair_option(level: c_int, name: c_int) -> bool {
         )
 }
 
+/// SO_RCVLOWAT of a stack listener: its pair's value is our mark, so it is answered as
+/// Linux would (1) and setting it changes nothing, as on Linux.
+fn listener_lowat(fd: c_int, level: c_int, name: c_int) -> bool {
+    (level, name) == (libc::SOL_SOCKET, libc::SO_RCVLOWAT) && ours(fd) && vs::is_listener(fd)
+}
+
 /// getsockopt(2).
 ///
 /// # Safety
@@ -454,7 +460,7 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    if !ours(fd) || pair_option(level, name) {
+    if !ours(fd) || pair_option(level, name) && !listener_lowat(fd, level, name) {
         // SAFETY: libc's getsockopt with the caller's arguments.
         return unsafe { (real().getsockopt)(fd, level, name, val, len) };
     }
@@ -466,7 +472,11 @@ pub unsafe extern "C" fn getsockopt(
             // SAFETY: the caller's buffer and length, checked non-null.
             return unsafe { tcp_info(fd, val, len) };
         }
-        let v = vs::get_opt(fd, level, name)?;
+        let v = if listener_lowat(fd, level, name) {
+            1
+        } else {
+            vs::get_opt(fd, level, name)?
+        };
         // SAFETY: len and val are the caller's, checked non-null; we write at most *len bytes.
         unsafe {
             let room = (*len as usize).min(size_of::<c_int>());
@@ -512,6 +522,9 @@ pub unsafe extern "C" fn setsockopt(
     val: *const c_void,
     len: socklen_t,
 ) -> c_int {
+    if listener_lowat(fd, level, name) {
+        return 0; // it has no effect on a listener; ours marks it (socket::LISTENER_MARK)
+    }
     if !ours(fd) || pair_option(level, name) {
         // SAFETY: libc's setsockopt with the caller's arguments.
         return unsafe { (real().setsockopt)(fd, level, name, val, len) };

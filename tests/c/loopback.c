@@ -57,6 +57,14 @@ int main(void) {
   CHECK(send(c, "hello", 5, 0) == 5);
   char buf[64] = {0};
   CHECK(recv(x, buf, 5, MSG_WAITALL) == 5 && strcmp(buf, "hello") == 0);
+  /* accept on a connected socket: EINVAL at once, its data untouched. A listener's
+     SO_RCVLOWAT reads 1 and setting it is accepted (it means nothing there). */
+  CHECK(send(c, "keep", 4, 0) == 4);
+  CHECK(accept(x, NULL, NULL) == -1 && errno == EINVAL);
+  CHECK(recv(x, buf, 4, MSG_WAITALL) == 4 && memcmp(buf, "keep", 4) == 0);
+  CHECK(opt(l, SOL_SOCKET, SO_RCVLOWAT) == 1);
+  int lowat = 8;
+  CHECK(setsockopt(l, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0);
   CHECK(shutdown(c, SHUT_WR) == 0);
   CHECK(read(x, buf, sizeof buf) == 0); /* EOF */
   CHECK(write(x, "back", 4) == 4);      /* half-closed: still carries data the other way */
