@@ -122,7 +122,7 @@ impl SwitchLink {
     }
 }
 
-/// How long the job waits for a busy switch to take the connection, and for its answer.
+/// How long the job waits for the switch's answer (taking the connection: [`CONNECT_WAIT`]).
 const WAIT_MS: i32 = 5_000;
 
 /// A request for a port, sent: our data socket is bound at `bound` (a file, or None for an
