@@ -1306,30 +1306,15 @@ fn main() {
             watchdog(num(3, 120));
             bulk_all(num(1, 1024), num(2, 10) as f64)
         }
-        Some("conns") => {
+        Some(b @ ("conns" | "kconns" | "tconns")) => {
             watchdog(num(3, 300));
-            conns_ours(
-                num(1, 10_000) as usize,
-                secs(num(2, 120)),
-                num(4, WINDOW as u64) as usize,
-            )
-        }
-        Some("kconns") => {
-            watchdog(num(3, 300));
-            conns_kernel(
-                num(1, 10_000) as usize,
-                secs(num(2, 120)),
-                num(4, WINDOW as u64) as usize,
-            )
-        }
-        Some("tconns") => {
-            watchdog(num(3, 300));
-            conns_tap(
-                num(1, 10_000) as usize,
-                secs(num(2, 120)),
-                num(4, WINDOW as u64) as usize,
-                num(5, 4096) as i32,
-            )
+            let (n, budget) = (num(1, 10_000) as usize, secs(num(2, 120)));
+            let window = num(4, WINDOW as u64) as usize;
+            match b {
+                "conns" => conns_ours(n, budget, window),
+                "kconns" => conns_kernel(n, budget, window),
+                _ => conns_tap(n, budget, window, num(5, 4096) as i32),
+            }
         }
         Some("idle") => {
             watchdog(num(3, 120));
