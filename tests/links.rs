@@ -412,6 +412,8 @@ fn a_stopped_switch_stalls_no_other_stack() {
             "two stacks on a stopped switch took {:?}",
             t.elapsed()
         );
+        let link = a.cmd_output("ip link show vde0").expect("ip link");
+        assert!(link.contains("NO-CARRIER"), "no port yet: {link}");
         // Meanwhile the engine serves everyone else.
         let m = mem_vnl("stopped-switch");
         let (m1, m2) = pair(&m);
@@ -420,6 +422,8 @@ fn a_stopped_switch_stalls_no_other_stack() {
         // The ports open now; what the stacks send goes through.
         tcp_echo(&a, &b);
         udp_both_ways(&a, &b);
+        let link = a.cmd_output("ip link show vde0").expect("ip link");
+        assert!(link.contains(",UP,LOWER_UP> "), "the port is open: {link}");
     });
 }
 
@@ -489,11 +493,24 @@ fn vdeplug_switch_killed_mid_connection() {
         killer.kill();
         std::thread::sleep(Duration::from_millis(500));
 
-        // The stacks on the dead switch still answer requests.
+        // The stacks on the dead switch still answer requests, and say the link is gone.
         let out = b
             .cmd_output("ip addr show")
             .expect("ip addr on a dead link");
         assert!(out.contains("10.0.0.2"), "{out}");
+        // (The link learns it when a frame is refused: the writer and TCP's retransmissions
+        // send some.)
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let out = b
+                .cmd_output("ip link show vde0")
+                .expect("ip link on a dead link");
+            if out.contains("<NO-CARRIER,BROADCAST,MULTICAST,UP>") && out.contains("state DOWN") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still a carrier: {out}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let u = UdpSocket::bind(&b, "10.0.0.2:7201").expect("socket on a dead link");
         let _ = u.send_to(b"into the void", "10.0.0.1:7201");
 

@@ -339,13 +339,18 @@ fn show(
     else {
         return Ok(());
     };
-    let up = if st.link_up { ",UP,LOWER_UP" } else { "" };
-    let state = if st.link_up { "UP" } else { "DOWN" };
+    // As Linux: an interface set up whose link has no carrier is <NO-CARRIER,...,UP> DOWN.
+    let carrier = st.link.as_deref().is_none_or(|l| l.carrier());
+    let (flags, up, state) = match (st.link_up, carrier) {
+        (true, true) => ("", ",UP,LOWER_UP", "UP"),
+        (true, false) => ("NO-CARRIER,", ",UP", "DOWN"),
+        (false, _) => ("", "", "DOWN"),
+    };
     match st.mac() {
         Some(mac) => {
             let _ = writeln!(
                 out,
-                "2: {}: <BROADCAST,MULTICAST{up}> mtu {} state {state}",
+                "2: {}: <{flags}BROADCAST,MULTICAST{up}> mtu {} state {state}",
                 st.ifname, st.mtu
             );
             let m = mac.0;
@@ -358,7 +363,7 @@ fn show(
         None => {
             let _ = writeln!(
                 out,
-                "2: {}: <POINTOPOINT,MULTICAST,NOARP{up}> mtu {} state {state}",
+                "2: {}: <{flags}POINTOPOINT,MULTICAST,NOARP{up}> mtu {} state {state}",
                 st.ifname, st.mtu
             );
             let _ = writeln!(out, "    link/none");

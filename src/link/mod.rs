@@ -49,6 +49,11 @@ pub trait Link {
     fn checksummed(&self) -> bool {
         true
     }
+    /// Whether the link reaches its network (`ip link` shows NO-CARRIER when not): not while
+    /// a switch port is still opening, nor once the switch is gone.
+    fn carrier(&self) -> bool {
+        true
+    }
     /// For a link that finishes opening in the background (a VDE switch answers a round
     /// trip after [`open`]): called when [`Link::poll_fd`] is readable while opening; once,
     /// the outcome, with the fd [`Link::poll_fd`] named until then, for the engine to stop

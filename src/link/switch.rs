@@ -59,7 +59,7 @@ enum State {
     },
     /// `ctl` is held for the port's life: the switch ends the port when it closes.
     Open { _ctl: OwnedFd, data: OwnedFd },
-    /// The switch refused the port or did not answer.
+    /// The switch refused the port, did not answer, or went away.
     Failed,
 }
 
@@ -318,6 +318,16 @@ fn request(sun: &libc::sockaddr_un) -> Vec<u8> {
     req
 }
 
+impl SwitchLink {
+    /// A port whose switch is gone (its socket refuses our frames) is dropped: the link has
+    /// no carrier from then on, as a NIC whose cable was pulled.
+    fn check_gone(&mut self, e: &io::Error) {
+        if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+            self.state = State::Failed;
+        }
+    }
+}
+
 impl Drop for SwitchLink {
     fn drop(&mut self) {
         if let State::Opening { slot, .. } = &self.state {
@@ -351,7 +361,7 @@ impl Link for SwitchLink {
         let State::Open { data, .. } = &self.state else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        let n = sys::recv(data.as_raw_fd(), buf)?;
+        let n = sys::recv(data.as_raw_fd(), buf).inspect_err(|e| self.check_gone(e))?;
         Ok(if n < ETHERNET_HEADER { 0 } else { n })
     }
 
@@ -361,11 +371,15 @@ impl Link for SwitchLink {
         match &self.state {
             State::Open { data, .. } => match sys::send(data.as_raw_fd(), frame) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(()),
-                r => r.map(drop),
+                r => r.map(drop).inspect_err(|e| self.check_gone(e)),
             },
             State::Opening { .. } => Err(io::ErrorKind::WouldBlock.into()),
             State::Failed => Err(sys::errno_err(libc::ENETDOWN)),
         }
+    }
+
+    fn carrier(&self) -> bool {
+        matches!(self.state, State::Open { .. })
     }
 
     fn poll_open(&mut self) -> Option<Opened> {

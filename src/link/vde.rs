@@ -25,6 +25,8 @@ pub struct VdeLink {
     lib: &'static vde_sys::VdePlug,
     conn: *mut vde_sys::VDECONN,
     fd: RawFd,
+    /// The other end refused a frame (ECONNREFUSED): its switch is gone.
+    gone: bool,
 }
 
 impl VdeLink {
@@ -63,7 +65,12 @@ impl VdeLink {
             });
         }
         // Owned from here on, so that every error path below closes it.
-        let mut link = VdeLink { lib, conn, fd: -1 };
+        let mut link = VdeLink {
+            lib,
+            conn,
+            fd: -1,
+            gone: false,
+        };
         // SAFETY: conn is a live connection returned by vde_open.
         link.fd = unsafe { lib.vde_datafd(conn) };
         if link.fd < 0 {
@@ -120,7 +127,10 @@ impl Link for VdeLink {
             return match err.raw_os_error() {
                 Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
                 Some(libc::EINTR) => Err(io::ErrorKind::Interrupted.into()),
-                _ => Err(err),
+                e => {
+                    self.gone |= e == Some(libc::ECONNREFUSED);
+                    Err(err)
+                }
             };
         }
         let n = n as usize;
@@ -147,9 +157,16 @@ impl Link for VdeLink {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
                 Some(libc::ENOBUFS) => Ok(()),
-                _ => Err(err),
+                e => {
+                    self.gone |= e == Some(libc::ECONNREFUSED);
+                    Err(err)
+                }
             };
         }
+    }
+
+    fn carrier(&self) -> bool {
+        !self.gone
     }
 }
 
