@@ -965,17 +965,25 @@ fn conns_kernel(n: usize, budget: Duration, window: usize) -> Result<()> {
         })
     })?;
     drop(l);
-    let client = fork("connector", || {
-        load(
-            n,
-            budget,
-            window,
-            getpid(),
-            |_| kernel_connect(to),
-            kernel_so_error,
-        )
-    })?;
+    let client = fork("connector", || kernel_load(n, budget, window, to))?;
     wait_all(vec![server, client])
+}
+
+/// The connect phase with the kernel's TCP as client: nonblocking connects to `to`.
+fn kernel_load(
+    n: usize,
+    budget: Duration,
+    window: usize,
+    to: std::net::SocketAddrV4,
+) -> Result<()> {
+    load(
+        n,
+        budget,
+        window,
+        getpid(),
+        |_| kernel_connect(to),
+        kernel_so_error,
+    )
 }
 
 /// A nonblocking kernel TCP connect to `to`, in progress or done.
@@ -1204,14 +1212,7 @@ fn conns_tap(n: usize, budget: Duration, window: usize, backlog: i32) -> Result<
     let to = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 4, 0, 2), 7);
     let connector = fork("connector", || {
         ns.enter()?;
-        load(
-            n,
-            budget,
-            window,
-            getpid(),
-            |_| kernel_connect(to),
-            kernel_so_error,
-        )
+        kernel_load(n, budget, window, to)
     })?;
     // The engine serves until both sides are done.
     let r = wait_all(vec![acceptor, connector]);
