@@ -143,3 +143,44 @@ fn a_vdeplug_switch_restarted_is_reconnected() {
     let vnl = sw.vnl();
     survive_restart(sw, &vnl, Duration::from_secs(3));
 }
+
+/// The same through libvdeplug (a locator with parameters is not spoken to directly).
+#[test]
+fn a_vde_switch_restarted_is_reconnected_through_libvdeplug() {
+    let sw = Switch::vde_switch();
+    let vnl = format!("{}[]", sw.vnl());
+    survive_restart(sw, &vnl, Duration::from_secs(3));
+}
+
+/// A stack on a stopped switch waits for its port on an opener thread; a stack made after
+/// it on a live switch gets its own port at once, not after the first one's wait (5 s).
+#[test]
+fn a_stopped_switch_delays_no_other_stacks_link() {
+    let stopped = Switch::vdeplug();
+    let live = Switch::vde_switch();
+    stopped.killer().signal(libc::SIGSTOP);
+    let waiting = Stack::new(&stopped.vnl(), None).expect("a stack on the stopped switch");
+    waiting.cmd("ip link set vde0 up").unwrap();
+    let t = Instant::now();
+    let (a, b) = pair(&live.vnl());
+    for s in [&a, &b] {
+        wait_for(Duration::from_secs(2), "carrier on the live switch", || {
+            let out = link_show(s);
+            out.contains(",UP,LOWER_UP> ").then_some(()).ok_or(out)
+        });
+    }
+    let opened = t.elapsed();
+    let l = TcpListener::bind(&a, "10.0.0.1:7301").expect("listen");
+    let mut c = TcpStream::connect(&b, "10.0.0.1:7301").expect("connect");
+    let (mut s, _) = l.accept().expect("accept");
+    c.write_all(b"ping").unwrap();
+    expect_bytes(&mut s, b"ping", Duration::from_secs(2));
+    eprintln!("ports on the live switch open after {opened:?}");
+    let out = link_show(&waiting);
+    assert!(out.contains("NO-CARRIER"), "no port yet: {out}");
+    stopped.killer().signal(libc::SIGCONT);
+    wait_for(Duration::from_secs(5), "carrier once resumed", || {
+        let out = link_show(&waiting);
+        out.contains(",LOWER_UP> ").then_some(()).ok_or(out)
+    });
+}

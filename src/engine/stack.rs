@@ -340,9 +340,9 @@ impl NetStack {
             return;
         };
         for fd in &changed.was {
-            let _ = registry.deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd()));
+            let _ = registry.deregister(&mut mio::unix::SourceFd(fd));
         }
-        drop(changed.was);
+        drop(changed.left);
         self.link_wr = false;
         self.link_rd = true;
         if let Some(news) = changed.news {

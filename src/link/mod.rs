@@ -73,7 +73,9 @@ pub trait Link {
 #[derive(Debug)]
 pub struct Changed {
     /// The fds the engine watched until now, for it to stop watching them before they close.
-    pub was: Vec<std::os::fd::OwnedFd>,
+    pub was: Vec<RawFd>,
+    /// What keeps them open until then: the state the link left.
+    pub left: Box<dyn std::any::Any>,
     /// What to tell the user, if anything: the port did not open, the network went away, it
     /// is back.
     pub news: Option<String>,
@@ -124,7 +126,7 @@ pub fn open(vnl: &str, wake: Wake, background: Background) -> io::Result<Option<
             vnl, dir, background,
         )?)));
     }
-    Ok(Some(Box::new(vde::VdeLink::open(vnl)?)))
+    Ok(Some(Box::new(vde::VdeLink::open(vnl, background)?)))
 }
 
 /// The errno behind a link error: the OS error, or the one a link's own error carries, or

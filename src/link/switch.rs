@@ -186,15 +186,20 @@ impl SwitchLink {
         Some(self.become_(next, news))
     }
 
-    /// Enters `next`, handing back the fds of the state left.
+    /// Enters `next`, handing back the state left and its fds.
     fn become_(&mut self, next: State, news: Option<String>) -> Changed {
-        let was = match std::mem::replace(&mut self.state, next) {
-            State::Opening { wake, .. } => vec![wake],
-            State::Open { ctl, data } => vec![data, ctl],
-            State::Waiting { timer } => vec![timer],
+        let left = std::mem::replace(&mut self.state, next);
+        let was = match &left {
+            State::Opening { wake, .. } => vec![wake.as_raw_fd()],
+            State::Open { ctl, data } => vec![data.as_raw_fd(), ctl.as_raw_fd()],
+            State::Waiting { timer } => vec![timer.as_raw_fd()],
             State::Failed => vec![],
         };
-        Changed { was, news }
+        Changed {
+            was,
+            left: Box::new(left),
+            news,
+        }
     }
 
     /// The timer expired: asks the switch for a port again.
