@@ -9,11 +9,14 @@
 //! Network safety: the switches have no uplink; traffic goes between the test's own stacks.
 //! A missing `vde_switch` / `vde_plug` fails the test naming its Debian package.
 
+#[path = "support/programs.rs"]
+mod programs;
 #[path = "support/switch.rs"]
 mod switch;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use switch::Switch;
@@ -183,4 +186,133 @@ fn a_stopped_switch_delays_no_other_stacks_link() {
         let out = link_show(&waiting);
         out.contains(",LOWER_UP> ").then_some(()).ok_or(out)
     });
+}
+
+/// How many fds process `pid` holds.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The "Total: N" of `ss -s` on a stack: its sockets, orphans included.
+fn sockets_of(s: &Stack) -> usize {
+    let out = s.cmd_output("ss -s").expect("ss -s");
+    out.lines()
+        .find_map(|l| l.strip_prefix("Total: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total in {out}"))
+}
+
+/// The holder: shows where its stack is, waits for a line, then a child of it (so that
+/// `vdestack run` outlives the holder's death) opens N connections, says so, and sleeps.
+const HOLDER: &str = r#"
+import os, socket, sys, time
+n = int(sys.argv[1])
+print("stack", os.environ["VDESTACK_CTL"], os.environ["VDESTACK_STACK"], flush=True)
+sys.stdin.readline()
+if os.fork():
+    while True:
+        time.sleep(60)
+socks = [socket.create_connection(("10.0.0.1", 7400)) for _ in range(n)]
+print("holder", os.getpid(), len(socks), flush=True)
+while True:
+    time.sleep(60)
+"#;
+
+/// A process holding 1,000 stack sockets is SIGKILLed: the engine that served it (in
+/// `vdestack run`) frees them all, back to its fd and socket counts from before, and each
+/// peer, a stack in this process, sees its connection end.
+/// (The engine holds its end of a dead process's pair until the connection is closed, where
+/// Linux frees the fd at once and keeps an orphan socket.)
+#[test]
+fn a_killed_process_s_sockets_are_freed_and_their_peers_see_the_end() {
+    const N: usize = 1000;
+    let sw = Switch::vde_switch();
+    let peer = Stack::new(&sw.vnl(), None).unwrap();
+    peer.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")
+        .unwrap();
+    let l = TcpListener::bind(&peer, "10.0.0.1:7400").expect("listen");
+    vdestack::socket::listen(l.as_raw_fd(), N as i32).expect("backlog");
+    let dir = programs::WorkDir::new();
+    let mut cmd = programs::run_cmd(Some(&sw.vnl()), &["eth,ip=10.0.0.2/24"]);
+    cmd.arg(programs::python3())
+        .arg("-c")
+        .arg(HOLDER)
+        .arg(N.to_string())
+        .stdin(Stdio::piped());
+    let mut run = programs::Proc::spawn("holder", cmd, dir.path());
+    run.wait_for("stack ", Duration::from_secs(20));
+    let out = run.stdout();
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let theirs = Stack::attach(
+        vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
+        f[2].parse().expect("stack id"),
+    );
+    let engine = run.pid();
+    // (Asking for the sockets first: this thread's control connection is an fd of the engine.)
+    let socks0 = sockets_of(&theirs);
+    let fds0 = fds_of(engine);
+
+    run.write_stdin(b"go\n");
+    let mut accepted = Vec::new();
+    let t = Instant::now();
+    while accepted.len() < N {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} accepted",
+            accepted.len()
+        );
+        accepted.push(l.accept().expect("accept").0);
+    }
+    run.wait_for("holder ", Duration::from_secs(30));
+    let holder: libc::pid_t = run
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("holder "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("the holder's pid");
+    let (fds1, socks1) = (fds_of(engine), sockets_of(&theirs));
+    assert!(
+        fds1 >= fds0 + N,
+        "engine fds {fds0} → {fds1} with {N} sockets"
+    );
+    assert!(socks1 >= socks0 + N, "stack sockets {socks0} → {socks1}");
+
+    // SAFETY: kill(2) on the holder, a process of the test's own group.
+    assert_eq!(unsafe { libc::kill(holder, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    // Every peer sees its connection end: EOF or a reset.
+    for (i, c) in accepted.iter_mut().enumerate() {
+        let left = Duration::from_secs(20).saturating_sub(killed.elapsed());
+        assert!(readable(c, left), "connection {i}: no end within 20 s");
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            r => panic!("connection {i}: {r:?}, want EOF or ECONNRESET"),
+        }
+    }
+    let ended = killed.elapsed();
+    // The peers close in turn, as programs do on EOF; the engine frees all of it once the
+    // connections are through TIME-WAIT (smoltcp: 10 s). (Peers that never close would keep
+    // the holder's ends in FIN-WAIT-2 until its timeout.)
+    drop(accepted);
+    wait_for(
+        Duration::from_secs(30),
+        "the engine back to its baseline",
+        || {
+            let (fds, socks) = (fds_of(engine), sockets_of(&theirs));
+            (fds == fds0 && socks == socks0)
+                .then_some(())
+                .ok_or(format!(
+                    "fds {fds} (was {fds0}), sockets {socks} (was {socks0})"
+                ))
+        },
+    );
+    eprintln!(
+        "{N} sockets: engine fds {fds0} → {fds1} → {}, stack sockets {socks0} → {socks1} → {}; \
+         peers saw the end within {ended:?}, all freed within {:?}",
+        fds_of(engine),
+        sockets_of(&theirs),
+        killed.elapsed()
+    );
 }

@@ -73,6 +73,21 @@ impl fmt::Display for SocketHandle {
     }
 }
 
+/// vdestack: the sizes [`SocketSet::sizes`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetSizes {
+    /// Sockets in the set.
+    pub sockets: usize,
+    /// Slots, used or free (what the set's storage holds).
+    pub slots: usize,
+    /// Entries of the TCP 4-tuple index.
+    pub index: usize,
+    /// Entries of the listeners list.
+    pub listeners: usize,
+    /// Entries of the timer heap.
+    pub timers: usize,
+}
+
 /// An extensible set of sockets.
 ///
 /// The lifetime `'a` is used when storing a `Socket<'a>`.  If you're using
@@ -151,6 +166,17 @@ impl<'a> SocketSet<'a> {
     pub fn note_listener(&mut self, handle: SocketHandle) {
         if !self.listeners.contains(&handle) {
             self.listeners.push(handle);
+        }
+    }
+
+    /// vdestack: how full the set and its own lists are, to check that nothing grows.
+    pub fn sizes(&self) -> SetSizes {
+        SetSizes {
+            sockets: self.items().count(),
+            slots: self.sockets.len(),
+            index: self.tcp_index.len(),
+            listeners: self.listeners.len(),
+            timers: self.timers.len(),
         }
     }
 
