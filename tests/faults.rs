@@ -316,3 +316,180 @@ fn a_killed_process_s_sockets_are_freed_and_their_peers_see_the_end() {
         killed.elapsed()
     );
 }
+
+/// The program for the fd-limit test: one step per line on stdin, a line on stdout after each.
+const AT_LIMIT: &str = r#"
+import errno, os, resource, select, socket, sys, time
+def name(e):
+    return errno.errorcode.get(e.errno, str(e.errno))
+def step(*what):
+    print(*what, flush=True)
+    sys.stdin.readline()
+L = socket.socket()
+L.bind(("10.0.0.2", 7500))
+L.listen(16)
+C = socket.create_connection(("10.0.0.1", 7501))
+def echo(tag):
+    C.sendall(tag)
+    got = b""
+    while len(got) < len(tag):
+        got += C.recv(100)
+    assert got == tag, got
+echo(b"first")
+step("ready")
+# The engine is at its limit now.
+extra = []
+try:
+    while len(extra) < 100000:
+        extra.append(socket.socket())
+    print("socket: no error", flush=True)
+except OSError as e:
+    print("socket", name(e), len(extra), flush=True)
+echo(b"at the limit")
+print("echo ok", flush=True)
+select.select([L], [], [], 20)
+try:
+    L.accept()
+    print("accept: no error", flush=True)
+except OSError as e:
+    print("accept", name(e), flush=True)
+for s in extra:
+    s.close()
+t = time.monotonic()
+while True:
+    try:
+        socket.socket().close()
+        break
+    except OSError as e:
+        if time.monotonic() - t > 5:
+            raise
+        time.sleep(0.01)
+print("socket again after %.3f s" % (time.monotonic() - t), flush=True)
+step("accept-again")
+c, _ = L.accept()
+c.sendall(c.recv(100))
+c.close()
+# This process at its own limit.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+files = []
+try:
+    while True:
+        files.append(open("/dev/null"))
+except OSError as e:
+    print("files", name(e), flush=True)
+step("own-limit")
+select.select([L], [], [], 20)
+try:
+    L.accept()
+    print("accept at own limit: no error", flush=True)
+except OSError as e:
+    print("accept at own limit", name(e), flush=True)
+files.pop().close()
+c, _ = L.accept()
+print("queued connection kept:", c.recv(100).decode(), flush=True)
+"#;
+
+/// Sets the soft RLIMIT_NOFILE of process `pid`.
+fn set_fd_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reading into a valid rlimit.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit with a valid new limit.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The engine at its fd limit (RLIMIT_NOFILE of `vdestack run`'s process lowered):
+/// socket() and accept() fail with EMFILE in the program, an open connection keeps moving
+/// data, and once fds are free again new sockets and connections work. Then the program
+/// at its own limit: accept() fails with EMFILE and the connection stays queued.
+#[test]
+fn at_the_fd_limit_socket_and_accept_fail_with_emfile_and_all_else_goes_on() {
+    let sw = Switch::vde_switch();
+    let peer = Stack::new(&sw.vnl(), None).unwrap();
+    peer.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")
+        .unwrap();
+    let echo = TcpListener::bind(&peer, "10.0.0.1:7501").expect("listen");
+    std::thread::spawn(move || {
+        let (mut c, _) = echo.accept().expect("accept");
+        let mut b = [0u8; 100];
+        while let Ok(n) = c.read(&mut b) {
+            if n == 0 || c.write_all(&b[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = programs::WorkDir::new();
+    let mut cmd = programs::run_cmd(Some(&sw.vnl()), &["eth,ip=10.0.0.2/24"]);
+    cmd.arg(programs::python3())
+        .arg("-c")
+        .arg(AT_LIMIT)
+        .stdin(Stdio::piped());
+    let mut run = programs::Proc::spawn("at-limit", cmd, dir.path());
+    let limit = Duration::from_secs(30);
+    run.wait_for("ready", limit);
+    set_fd_limit(run.pid(), fds_of(run.pid()) as u64 + 8);
+    run.write_stdin(b"\n");
+    run.wait_for("echo ok", limit);
+    // A connection the engine has no fd for: reset, and accept() says EMFILE.
+    match TcpStream::connect(&peer, "10.0.0.2:7500") {
+        Ok(mut c) => {
+            assert!(readable(&c, limit), "the refused connection does not end");
+            let mut b = [0u8; 8];
+            let r = c.read(&mut b);
+            assert!(
+                matches!(&r, Ok(0))
+                    || r.as_ref()
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "{r:?}"
+            );
+        }
+        Err(e) => eprintln!("connect at the engine's limit: {e}"),
+    }
+    // Still at the same limit: the fds the program gave back are free again.
+    run.wait_for("socket again", limit);
+    run.write_stdin(b"\n");
+    let mut c = TcpStream::connect(&peer, "10.0.0.2:7500").expect("connect once fds are free");
+    c.write_all(b"hello").unwrap();
+    expect_bytes(&mut c, b"hello", limit);
+    run.wait_for("own-limit", limit);
+    run.write_stdin(b"\n");
+    let mut c = TcpStream::connect(&peer, "10.0.0.2:7500").expect("connect");
+    c.write_all(b"kept").unwrap();
+    run.wait_for("queued connection kept", limit);
+    let out = run.stdout();
+    eprintln!("{out}");
+    for want in [
+        "socket EMFILE",
+        "echo ok",
+        "accept EMFILE",
+        "files EMFILE",
+        "accept at own limit EMFILE",
+        "queued connection kept: kept",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{}", run.dump());
+    }
+}
