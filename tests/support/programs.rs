@@ -60,6 +60,7 @@ pub fn clean_env(c: &mut Command) {
         "VDESTACK_LIB",
         "VDESTACK_CTL",
         "VDESTACK_STACK",
+        "VDESTACK_KEY",
         "VDESTACK_NET",
         "VDESTACK_IFNAME",
         "VDESTACK_CMD",

@@ -121,7 +121,7 @@ fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i3
     } else {
         libc::SOCK_DGRAM
     };
-    let (mine, theirs) = match ctx.pair(id, pair_ty) {
+    let (mine, theirs, app) = match ctx.pair(id, pair_ty) {
         Ok(p) => p,
         Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
     };
@@ -135,6 +135,6 @@ fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i3
         libc::IPPROTO_UDP
     };
     st.socks
-        .insert(id, Sock::new(id, mine, token, domain, stream, proto));
+        .insert(id, Sock::new(id, (mine, app), token, domain, stream, proto));
     Some((Reply::Ok, Some(theirs)))
 }
