@@ -42,6 +42,7 @@ extern "C" fn init() {
 }
 
 fn from_env() -> io::Result<()> {
+    key::load_env();
     if let (Ok(ctl), Ok(id)) = (std::env::var(ENV_CTL), std::env::var(ENV_STACK)) {
         let id = id.parse().map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("bad {ENV_STACK}={id}"))

@@ -19,8 +19,11 @@ pub const ENV_CTL: &str = "VDESTACK_CTL";
 pub const ENV_KEY: &str = "VDESTACK_KEY";
 
 /// The keys this process holds, by engine control name (few: one engine per process, and
-/// the environment's).
-static KEYS: Mutex<Vec<(Vec<u8>, Key)>> = Mutex::new(Vec::new());
+/// the environment's). Slots are written once and read without a lock: a child forked while
+/// another thread of its parent was adding one must not wait for it.
+static KEYS: [OnceLock<(Vec<u8>, Key)>; 8] = [const { OnceLock::new() }; 8];
+/// Serialises writers.
+static ADDING: Mutex<()> = Mutex::new(());
 
 /// A fresh key from the kernel's CSPRNG; an error (never a weak key) if there is none.
 pub fn generate() -> std::io::Result<Key> {
@@ -41,24 +44,33 @@ pub fn generate() -> std::io::Result<Key> {
     Ok(k)
 }
 
-/// Records that this process holds `key` for the engine named `ctl`.
+/// Records that this process holds `key` for the engine named `ctl` (an engine's key never
+/// changes; beyond 8 engines, handles that carry their key still work).
 pub fn remember(ctl: &[u8], key: Key) {
-    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
-    match keys.iter_mut().find(|(n, _)| n == ctl) {
-        Some(e) => e.1 = key,
-        None => keys.push((ctl.to_vec(), key)),
+    let _one = ADDING.lock().unwrap_or_else(|e| e.into_inner());
+    if find(ctl).is_none() {
+        if let Some(slot) = KEYS.iter().find(|s| s.get().is_none()) {
+            let _ = slot.set((ctl.to_vec(), key));
+        }
     }
+}
+
+fn find(ctl: &[u8]) -> Option<Key> {
+    KEYS.iter()
+        .filter_map(|s| s.get())
+        .find(|(n, _)| n == ctl)
+        .map(|(_, k)| *k)
 }
 
 /// The key this process holds for the engine named `ctl`, if any.
 pub fn lookup(ctl: &[u8]) -> Option<Key> {
-    from_env();
-    let keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
-    keys.iter().find(|(n, _)| n == ctl).map(|(_, k)| *k)
+    load_env();
+    find(ctl)
 }
 
-/// Takes the environment's key once (read lazily: a library may be loaded before main).
-fn from_env() {
+/// Takes the environment's key, once. The C library calls it as it loads; otherwise the
+/// first lookup does.
+pub fn load_env() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         if let (Some(ctl), Some(key)) = (std::env::var_os(ENV_CTL), std::env::var(ENV_KEY).ok()) {
@@ -125,7 +137,7 @@ mod tests {
         remember(b"vds:test.1", [1; 16]);
         remember(b"vds:test.2", [2; 16]);
         remember(b"vds:test.1", [3; 16]);
-        assert_eq!(lookup(b"vds:test.1"), Some([3; 16]));
+        assert_eq!(lookup(b"vds:test.1"), Some([1; 16]));
         assert_eq!(lookup(b"vds:test.2"), Some([2; 16]));
         assert_eq!(lookup(b"vds:test.3"), None);
     }

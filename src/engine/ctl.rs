@@ -53,6 +53,8 @@ pub struct CtlConn {
     keyed: bool,
     /// It is in the queue of connections to serve.
     queued: bool,
+    /// It was served once: it had its chance to say hello.
+    seen: bool,
 }
 
 /// The control connections' state in the engine.
@@ -144,6 +146,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.limit_unproven();
     }
 
     /// Accepts up to ACCEPTS connections; true if more may wait.
@@ -164,6 +167,7 @@ impl Engine {
                 hello: false,
                 keyed: false,
                 queued: true,
+                seen: false,
             }));
             if self
                 .poll
@@ -177,13 +181,24 @@ impl Engine {
             // Its hello may be there already, before any edge we would be told of.
             self.ctls.queue.push_back(t);
             self.ctls.unproven.push_back(t);
-            if self.ctls.unproven.len() > UNPROVEN {
-                if let Some(old) = self.ctls.unproven.pop_front() {
-                    self.close_conn(old);
-                }
-            }
         }
         true
+    }
+
+    /// Closes the oldest connections without key or proof beyond UNPROVEN, among those
+    /// served once already (a client's hello may be just behind its connect).
+    fn limit_unproven(&mut self) {
+        let mut excess = self.ctls.unproven.len().saturating_sub(UNPROVEN);
+        let mut i = 0;
+        while excess > 0 && i < self.ctls.unproven.len() {
+            let t = self.ctls.unproven[i];
+            if matches!(self.sources.get(t), Some(Source::CtlConn(c)) if c.seen) {
+                self.close_conn(t); // removes it from `unproven`
+                excess -= 1;
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Serves up to TURN requests of connection `token`; true if more may wait.
@@ -192,6 +207,7 @@ impl Engine {
             let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
                 return false;
             };
+            c.seen = true;
             if c.owed || c.gone {
                 return false; // served again once the reply is sent
             }
@@ -304,14 +320,22 @@ impl Engine {
             .poll
             .registry()
             .deregister(&mut SourceFd(&c.fd.as_raw_fd()));
+        self.drop_conn(token);
+    }
+
+    /// Removes connection `token`. Even after EOF its queue may hold messages (a zero-length
+    /// one reads as EOF too), with fds: the reaper closes it.
+    fn drop_conn(&mut self, token: usize) {
         self.ctls.queue.retain(|t| *t != token);
         self.ctls.unproven.retain(|t| *t != token);
-        if let Source::CtlConn(c) = self.sources.remove(token) {
+        if let Some(Source::CtlConn(c)) = self.sources.try_remove(token) {
+            // The client sees the end now, even while the reaper waits on another close.
+            let _ = sys::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR);
             self.ctls.reaper.reap(c.fd);
         }
     }
 
-    /// Forgets a control connection whose client hung up (its queue is empty: we read EOF).
+    /// Forgets a control connection whose client hung up.
     pub(super) fn hang_up(&mut self, token: usize) {
         let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
             return;
@@ -323,9 +347,7 @@ impl Engine {
         if c.owed {
             c.gone = true; // see CtlConn::gone
         } else {
-            self.ctls.queue.retain(|t| *t != token);
-            self.ctls.unproven.retain(|t| *t != token);
-            self.sources.remove(token);
+            self.drop_conn(token);
         }
     }
 
@@ -336,7 +358,7 @@ impl Engine {
         };
         let was_owed = std::mem::replace(&mut c.owed, false);
         if c.gone {
-            self.sources.remove(token);
+            self.drop_conn(token);
             return;
         }
         let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
@@ -358,6 +380,9 @@ pub struct Reaper {
 
 impl Reaper {
     fn reap(&mut self, fd: OwnedFd) {
+        // A socket a client handed over closes without lingering (fails harmlessly on other
+        // files). What its queue holds, or a FUSE file, may still make the close wait.
+        let _ = sys::no_linger(fd.as_raw_fd());
         if self.tx.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
             let spawned = std::thread::Builder::new()

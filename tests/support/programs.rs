@@ -205,6 +205,11 @@ impl Proc {
         drop(self.child.stdin.take());
     }
 
+    /// The process id of the program (the leader of its group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the program wrote to stdout so far.
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.out).unwrap_or_default()).into_owned()
