@@ -607,3 +607,34 @@ fn lingering_socket(host: &std::net::TcpListener) -> (OwnedFd, std::net::TcpStre
     assert_eq!(r, 0);
     (s.into(), peer)
 }
+
+/// Anyone may bind an abstract name: a process that holds the names of a stack's next
+/// sockets (easy to guess from /proc/net/unix) does not stop the stack making sockets.
+#[test]
+fn squatted_names_do_not_stop_sockets() {
+    let s = Stack::new("mem://access-squat", None).unwrap();
+    s.cmd("ip link set vde0 up; ip addr add 10.58.0.1/24 dev vde0")
+        .unwrap();
+    let first = s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+    let (_, id) = vdestack::control::Ctl::of_fd(first.as_raw_fd()).unwrap();
+    let engine = engine_of(&s);
+    let mut squats = Vec::new();
+    for next in id + 1..=id + 64 {
+        for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+            let fd = sys::unix_socket(ty).unwrap();
+            sys::bind_abstract(fd.as_raw_fd(), &vdestack::control::sock_name(&engine, next))
+                .unwrap();
+            squats.push(fd);
+        }
+    }
+    let l = TcpListener::bind(&s, "10.58.0.1:80").unwrap();
+    let mut c = TcpStream::connect(&s, "10.58.0.1:80").unwrap();
+    let (mut a, _) = l.accept().unwrap();
+    c.write_all(b"ok").unwrap();
+    let mut b = [0u8; 2];
+    a.read_exact(&mut b).unwrap();
+    for _ in 0..10 {
+        s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+        UdpSocket::bind(&s, "10.58.0.1:0").unwrap();
+    }
+}
