@@ -68,7 +68,8 @@ pub unsafe extern "C" fn vde_addstack(
                 p
             }
             Err(e) => {
-                set_errno(crate::errno_of(&e));
+                // Stack::new's errors carry a message, and the errno in their kind.
+                set_errno(vdestack::link::errno_of(&e));
                 std::ptr::null_mut()
             }
         }
