@@ -6,8 +6,10 @@
 //! carries it out. Every choice comes from a seedable PRNG, so `seed=` repeats a run's
 //! choices as long as the stacks send the same frames in the same order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Frames a rate-limited link holds for the wire before it drops more (netem's default).
@@ -36,6 +38,8 @@ pub struct Params {
     pub limit: usize,
     /// The PRNG's seed; a random one when None.
     pub seed: Option<u64>,
+    /// The member's MTU (IP packet size) in place of the link's own; it sends no larger.
+    pub mtu: Option<usize>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -61,7 +65,7 @@ pub fn split(spec: &str) -> io::Result<(&str, Option<Params>)> {
     Ok((name, Some(parse(body)?)))
 }
 
-const KEYS: &str = "loss, dup, reorder, corrupt, delay, jitter, rate, limit, seed";
+const KEYS: &str = "loss, dup, reorder, corrupt, delay, jitter, rate, limit, seed, mtu";
 
 /// Parses `key=value` pairs separated by `/` or `,`.
 pub fn parse(body: &str) -> io::Result<Params> {
@@ -94,6 +98,15 @@ pub fn parse(body: &str) -> io::Result<Params> {
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| what("not a count of frames (1 or more)".into()))?
+            }
+            "mtu" => {
+                p.mtu = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (68..=65535).contains(n))
+                        .ok_or_else(|| what("not an MTU from 68 to 65535".into()))?,
+                )
             }
             "seed" => {
                 p.seed = Some(
@@ -203,6 +216,42 @@ impl Rng {
     }
 }
 
+/// What the impairments of one network did, counted over all its impaired members.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Frames the members sent.
+    pub sent: u64,
+    /// Frames of which no copy reached the wire (`loss`, or a full `rate` queue).
+    pub lost: u64,
+    /// Frames sent twice.
+    pub duplicated: u64,
+    /// Copies that went ahead of the frames queued.
+    pub reordered: u64,
+    /// Copies with a bit flipped.
+    pub corrupted: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters([AtomicU64; 5]);
+
+/// The counters of every impaired network of the process, by name (`mem://NAME`).
+static COUNTERS: Mutex<Option<HashMap<String, Arc<Counters>>>> = Mutex::new(None);
+
+/// What the impairments of the network called `name` (`lab` for `mem://lab[...]`) have done
+/// so far in this process; None if no member of that name was impaired.
+pub fn counts(name: &str) -> Option<Counts> {
+    let map = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let c = map.as_ref()?.get(name)?;
+    let n = |i: usize| c.0[i].load(Relaxed);
+    Some(Counts {
+        sent: n(0),
+        lost: n(1),
+        duplicated: n(2),
+        reordered: n(3),
+        corrupted: n(4),
+    })
+}
+
 /// One copy of a sent frame that reaches the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Copy {
@@ -234,16 +283,25 @@ pub struct Impair {
     busy_until: Option<Instant>,
     /// When each frame waiting for the wire finishes leaving (at most `limit`).
     waiting: VecDeque<Instant>,
+    counters: Arc<Counters>,
 }
 
 impl Impair {
-    /// Impairs with `p`, from a PRNG seeded with `seed`.
-    pub fn new(p: Params, seed: u64) -> Impair {
+    /// Impairs with `p`, from a PRNG seeded with `seed`; counts what it does under `name`
+    /// (see [`counts`]).
+    pub fn new(p: Params, seed: u64, name: &str) -> Impair {
+        let mut map = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = map
+            .get_or_insert_with(HashMap::new)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
         Impair {
             p,
             rng: Rng::new(seed),
             busy_until: None,
             waiting: VecDeque::new(),
+            counters,
         }
     }
 
@@ -268,6 +326,17 @@ impl Impair {
         for slot in out.iter_mut().take(count) {
             *slot = self.copy(len, now);
         }
+        let c = &self.counters.0;
+        c[0].fetch_add(1, Relaxed);
+        let copies = out.iter().flatten().count();
+        c[1].fetch_add((copies == 0) as u64, Relaxed);
+        c[2].fetch_add((copies == 2) as u64, Relaxed);
+        c[3].fetch_add(
+            out.iter().flatten().filter(|c| c.ahead).count() as u64,
+            Relaxed,
+        );
+        let flipped = out.iter().flatten().filter(|c| c.flip.is_some()).count();
+        c[4].fetch_add(flipped as u64, Relaxed);
         out
     }
 

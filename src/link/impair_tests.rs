@@ -1,7 +1,7 @@
 use super::*;
 
 fn impair(body: &str, seed: u64) -> Impair {
-    Impair::new(parse(body).unwrap(), seed)
+    Impair::new(parse(body).unwrap(), seed, "unit-tests")
 }
 
 /// Counts `hit` over `n` trials and checks it lies within 5 standard deviations of n·p
@@ -31,6 +31,7 @@ fn locators_split_into_name_and_parameters() {
     assert_eq!(p.jitter, Duration::from_micros(250));
     assert_eq!((p.rate, p.limit, p.seed), (Some(100_000_000), 50, Some(7)));
     assert_eq!(parse("rate=1MBps").unwrap().rate, Some(8_000_000));
+    assert_eq!(parse("mtu=1500").unwrap().mtu, Some(1500));
     assert_eq!(
         parse("delay=1.5s").unwrap().delay,
         Duration::from_millis(1500)
@@ -56,6 +57,8 @@ fn bad_parameters_are_refused_with_a_message() {
         ("lab[rate=100]", "give a unit"),
         ("lab[rate=0mbit]", "not a rate"),
         ("lab[limit=0]", "not a count"),
+        ("lab[mtu=20]", "not an MTU"),
+        ("lab[mtu=70000]", "not an MTU"),
         ("lab[seed=-1]", "not an unsigned"),
         ("lab[los=2%]", "unknown parameter \"los\""),
         ("lab[loss=1%/loss=2%]", "given twice"),

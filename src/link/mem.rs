@@ -242,7 +242,7 @@ impl MemLink {
         // Members differ in their choices even with one seed, yet repeat them run to run.
         let impair = params.map(|p| {
             let seed = p.seed.unwrap_or_else(random_seed) ^ id.wrapping_mul(0x9e37_79b9);
-            Impair::new(p, seed)
+            Impair::new(p, seed, name)
         });
         Ok(MemLink {
             name: name.to_string(),
@@ -270,7 +270,10 @@ impl Link for MemLink {
     }
 
     fn mtu(&self) -> usize {
-        FRAME
+        self.impair
+            .as_ref()
+            .and_then(|i| i.params().mtu)
+            .map_or(FRAME, |m| m + 14)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -290,7 +293,7 @@ impl Link for MemLink {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        if frame.len() < 14 {
+        if frame.len() < 14 || frame.len() > self.mtu() {
             return Ok(());
         }
         let mut seg = self.segment.borrow_mut();
