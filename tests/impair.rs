@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::Stack;
 
+#[path = "support/cprog.rs"]
+mod cprog;
+
 /// The impairments of the trust issue (both directions), on Ethernet-sized frames.
 const BAD: &str = "loss=2%/dup=1%/reorder=5%/corrupt=0.1%/mtu=1500";
 /// A stream that moves no byte for this long has stalled.
@@ -324,11 +327,17 @@ fn datagrams_show_the_loss_and_duplication() {
     let n = 4000usize;
     let mut copies = vec![0u32; n];
     let mut buf = [0u8; 16];
-    // In rounds small enough for every buffer, so only the link loses datagrams.
-    for round in (0..n).collect::<Vec<_>>().chunks(50) {
+    // In rounds small enough for every buffer, so only the link loses datagrams; a late
+    // one counts in a later round, and the last round waits longer.
+    recv_timeout(b.as_raw_fd(), Duration::from_millis(30));
+    let seqs: Vec<u32> = (0..n as u32).collect();
+    let rounds = seqs.chunks(50).count();
+    for (k, round) in seqs.chunks(50).enumerate() {
         for i in round {
-            a.send_to(&(*i as u32).to_le_bytes(), "10.0.0.2:7000")
-                .unwrap();
+            a.send_to(&i.to_le_bytes(), "10.0.0.2:7000").unwrap();
+        }
+        if k == rounds - 1 {
+            recv_timeout(b.as_raw_fd(), Duration::from_millis(500));
         }
         while let Ok((4, _)) = b.recv_from(&mut buf) {
             let i = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
@@ -436,4 +445,19 @@ fn bad_parameters_are_refused_with_einval_and_a_message() {
     let _clean = Stack::new(&format!("mem://{seg}"), None).unwrap();
     let e = Stack::new(&format!("mem://{seg}[corrupt=1%]"), None).expect_err("corrupt");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
+
+#[test]
+fn vde_addstack_refuses_bad_parameters_with_einval_and_says_why() {
+    let dir = cprog::scratch("impair", "capi");
+    let (prog, lib) = cprog::build(&dir, "impair.c");
+    cprog::run(&dir, &prog, &lib, &[], Duration::from_secs(30));
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    for says in [
+        "loss=200%: not a percentage",
+        "delay=5: give a unit",
+        "first member",
+    ] {
+        assert!(stderr.contains(says), "stderr lacks {says:?}:\n{stderr}");
+    }
 }

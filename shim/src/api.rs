@@ -59,7 +59,12 @@ pub unsafe extern "C" fn vde_addstack(
     guard(std::ptr::null_mut(), || {
         // SAFETY: as the caller promises.
         let args = unsafe { text(vdenet).and_then(|v| Ok((v, text(ifname)?))) };
-        let made = args.and_then(|(vnl, ifname)| Stack::new(vnl.unwrap_or(""), ifname));
+        let made = args.and_then(|(vnl, ifname)| {
+            // A locator wrong on its face: say why, as the engine does for one it cannot open.
+            vdestack::link::check(vnl.unwrap_or(""))
+                .inspect_err(|e| eprintln!("vdestack: cannot open {vnl:?}: {e}"))?;
+            Stack::new(vnl.unwrap_or(""), ifname)
+        });
         match made {
             Ok(s) => {
                 let p = Box::into_raw(Box::new(VdeStack(s)));
