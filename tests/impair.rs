@@ -125,8 +125,10 @@ fn send_stream(mut s: TcpStream, id: u64, len: u64, seen: &Seen) -> io::Result<(
     seen.hash.store(hash.0, Relaxed);
     // Wait for the receiver's end, so the connection is not reset with data in flight.
     let mut end = [0u8; 1];
-    s.read(&mut end)?;
-    Ok(())
+    match s.read(&mut end)? {
+        0 => Ok(()),
+        _ => Err(io::Error::other("the receiver sent data")),
+    }
 }
 
 fn recv_stream(mut s: TcpStream, id: u64, seen: &Seen) -> io::Result<()> {
