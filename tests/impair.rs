@@ -105,11 +105,22 @@ struct Seen {
     hash: AtomicU64,
     /// The first offset whose byte was not the one sent (u64::MAX: none).
     first_bad: AtomicU64,
+    connected: AtomicBool,
     done: AtomicBool,
     error: std::sync::Mutex<Option<String>>,
 }
 
-fn send_stream(mut s: TcpStream, id: u64, len: u64, seen: &Seen) -> io::Result<()> {
+impl Seen {
+    fn failed(&self) -> bool {
+        self.error.lock().unwrap().is_some()
+    }
+}
+
+/// Connects to `dst` and sends stream `id`: its id, then `len` bytes.
+fn send_stream(from: &Stack, dst: &str, id: u64, len: u64, seen: &Seen) -> io::Result<()> {
+    let mut s = TcpStream::connect(from, dst)?;
+    seen.connected.store(true, Relaxed);
+    s.write_all(&id.to_le_bytes())?;
     let (mut data, mut hash) = (Data::new(id), Hash::new());
     let mut buf = vec![0u8; 64 << 10];
     let mut left = len;
@@ -129,6 +140,23 @@ fn send_stream(mut s: TcpStream, id: u64, len: u64, seen: &Seen) -> io::Result<(
         0 => Ok(()),
         _ => Err(io::Error::other("the receiver sent data")),
     }
+}
+
+/// Accepts `n` streams on `l` and receives each in a thread, into `rx[id]`.
+fn accept_streams(l: TcpListener, n: u64, rx: Vec<Arc<Seen>>) -> io::Result<()> {
+    for _ in 0..n {
+        let (mut s, _) = l.accept()?;
+        let mut id = [0u8; 8];
+        s.read_exact(&mut id)?;
+        let id = u64::from_le_bytes(id);
+        let seen = rx
+            .get(id as usize)
+            .ok_or_else(|| io::Error::other(format!("stream id {id}?")))?
+            .clone();
+        seen.connected.store(true, Relaxed);
+        watched(seen, move |seen| recv_stream(s, id, seen));
+    }
+    Ok(())
 }
 
 fn recv_stream(mut s: TcpStream, id: u64, seen: &Seen) -> io::Result<()> {
@@ -171,47 +199,66 @@ fn watched(seen: Arc<Seen>, f: impl FnOnce(&Seen) -> io::Result<()> + Send + 'st
 /// impaired by `params`, checks every stream end to end, and returns the seconds it took.
 fn integrity(name: &str, params: &str, total: u64, per_way: u64) -> f64 {
     let (a, b) = two(name, params);
+    let (a, b) = (Arc::new(a), Arc::new(b));
     let seg = segment(name);
     let la = TcpListener::bind(&a, "0.0.0.0:5001").unwrap();
     let lb = TcpListener::bind(&b, "0.0.0.0:5001").unwrap();
     let len = total / (2 * per_way);
     let start = Instant::now();
-    let mut streams = Vec::new(); // (name, sender's, receiver's)
-    for id in 0..2 * per_way {
-        let (from, dir, listener, dst) = if id < per_way {
-            (&a, "a→b", &lb, "10.0.0.2:5001")
+    let n = 2 * per_way;
+    let tx: Vec<Arc<Seen>> = (0..n).map(|_| Arc::default()).collect();
+    let rx: Vec<Arc<Seen>> = (0..n).map(|_| Arc::default()).collect();
+    // Streams 0..per_way go from a to b, the others back; every phase runs in threads, so
+    // the watchdog sees connections that do not open as well as data that does not move.
+    let accepting = [(lb, "b"), (la, "a")].map(|(l, at)| {
+        let (rx, done) = (rx.clone(), Arc::new(Seen::default()));
+        let d = done.clone();
+        watched(d, move |_| accept_streams(l, per_way, rx));
+        (format!("accepting on {at}"), done)
+    });
+    let mut labels = Vec::new();
+    for id in 0..n {
+        let (from, dir, dst) = if id < per_way {
+            (a.clone(), "a→b", "10.0.0.2:5001")
         } else {
-            (&b, "b→a", &la, "10.0.0.1:5001")
+            (b.clone(), "b→a", "10.0.0.1:5001")
         };
-        let c = TcpStream::connect(from, dst).unwrap_or_else(|e| panic!("stream {id}: {e}"));
-        let (s, _) = listener.accept().unwrap();
-        let (tx, rx) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
-        let label = format!("stream {id} ({dir})");
-        // The connecting end sends; the id tells the receiver which bytes to expect.
-        let t = tx.clone();
-        watched(t, move |seen| send_stream(c, id, len, seen));
-        let r = rx.clone();
-        watched(r, move |seen| recv_stream(s, id, seen));
-        streams.push((label, tx, rx));
+        labels.push(format!("stream {id} ({dir})"));
+        watched(tx[id as usize].clone(), move |seen| {
+            send_stream(&from, dst, id, len, seen)
+        });
     }
-    // The watchdog: every stream moves, or the test names those that stopped.
-    let mut last: Vec<(u64, Instant)> = vec![(0, Instant::now()); streams.len()];
+    // The watchdog: every stream opens and moves, or the test names those that stopped.
+    let mut last: Vec<(u64, Instant)> = vec![(0, Instant::now()); n as usize];
     loop {
         thread::sleep(Duration::from_millis(200));
-        if streams
-            .iter()
-            .all(|(_, t, r)| t.done.load(Relaxed) && r.done.load(Relaxed))
-        {
+        let failed = accepting.iter().find(|(_, s)| s.failed());
+        assert!(
+            failed.is_none(),
+            "{}: {:?}",
+            failed.unwrap().0,
+            failed.unwrap().1.error
+        );
+        let over = |i: usize| tx[i].done.load(Relaxed) && rx[i].done.load(Relaxed);
+        if (0..n as usize).all(|i| over(i) || tx[i].failed() || rx[i].failed()) {
             break;
         }
         let mut stalled = Vec::new();
-        for (i, (label, t, r)) in streams.iter().enumerate() {
-            let got = r.bytes.load(Relaxed);
-            if got != last[i].0 || r.done.load(Relaxed) {
-                last[i] = (got, Instant::now());
+        for i in 0..n as usize {
+            let (sent, got) = (tx[i].bytes.load(Relaxed), rx[i].bytes.load(Relaxed));
+            let moved = sent + got + tx[i].connected.load(Relaxed) as u64;
+            if moved != last[i].0 || over(i) {
+                last[i] = (moved, Instant::now());
             } else if last[i].1.elapsed() > STALL {
-                let sent = t.bytes.load(Relaxed);
-                stalled.push(format!("{label}: {got} of {len} received, {sent} written"));
+                let state = match (tx[i].connected.load(Relaxed), rx[i].connected.load(Relaxed)) {
+                    (false, _) => "not connected",
+                    (true, false) => "connected, not accepted",
+                    _ => "open",
+                };
+                let label = &labels[i];
+                stalled.push(format!(
+                    "{label}: {state}, {got} of {len} received, {sent} written"
+                ));
             }
         }
         assert!(
@@ -222,7 +269,7 @@ fn integrity(name: &str, params: &str, total: u64, per_way: u64) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     let mut bad = Vec::new();
-    for (label, t, r) in &streams {
+    for ((label, t), r) in labels.iter().zip(&tx).zip(&rx) {
         let errs = [&t.error, &r.error].map(|e| e.lock().unwrap().clone());
         let (got, first_bad) = (r.bytes.load(Relaxed), r.first_bad.load(Relaxed));
         let (sent_hash, got_hash) = (t.hash.load(Relaxed), r.hash.load(Relaxed));
@@ -243,9 +290,8 @@ fn integrity(name: &str, params: &str, total: u64, per_way: u64) -> f64 {
     }
     let mib = total as f64 / (1 << 20) as f64;
     println!(
-        "integrity [{params}]: {} streams, {mib:.0} MiB intact in {secs:.1} s: \
+        "integrity [{params}]: {n} streams, {mib:.0} MiB intact in {secs:.1} s: \
          throughput {:.1} MiB/s",
-        streams.len(),
         mib / secs
     );
     secs
