@@ -28,7 +28,7 @@ impl Stack {
     /// - `tap://NAME`, `tun://NAME`,
     /// - `mem://NAME`, an in-process segment shared by the stacks that name it, impaired as
     ///   netem does by `mem://NAME[loss=2%/dup=1%/reorder=5%/corrupt=0.1%/delay=5ms/
-    ///   jitter=1ms/rate=100mbit]` (see `docs/man/vdestack.3`),
+    ///   jitter=1ms/rate=100mbit]` (IMPAIRED LINKS in `docs/man/vde_addstack.3`),
     /// - `""`: loopback only.
     ///
     /// A locator that is wrong on its face (bad `mem://` parameters) fails with
