@@ -324,22 +324,10 @@ fn fd_holder_of_another_uid() {
         socket_count(&engine_of(&s), s.id()),
     );
 
-    let (mine, theirs) = sys::socketpair(libc::SOCK_DGRAM).unwrap();
-    let theirs_fd: RawFd = theirs.as_raw_fd();
     let mut cmd = as_nobody();
     cmd.arg(intruder()).args(["holder", "10.56.0.1:5001"]);
     programs::clean_env(&mut cmd);
-    // SAFETY: dup2 is async-signal-safe; it puts the socket on fd 3 (without CLOEXEC).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut p = Proc::spawn("holder", cmd, dir.path());
-    drop(theirs);
+    let (mut p, mine) = spawn_with_fd3("holder", cmd, &dir);
     sys::send_msg(mine.as_raw_fd(), b"tcp", &[client.as_raw_fd()]).unwrap();
     sys::send_msg(mine.as_raw_fd(), b"udp", &[udp.as_raw_fd()]).unwrap();
     let status = p.wait(SECS(30));
@@ -368,6 +356,76 @@ fn fd_holder_of_another_uid() {
     assert_eq!(before, after, "the stack changed");
     drop(client);
     srv.shutdown(Shutdown::Both).ok();
+}
+
+/// Starts `cmd` with one end of an AF_UNIX datagram socketpair on its fd 3; returns it and
+/// the other end.
+fn spawn_with_fd3(name: &str, mut cmd: Command, dir: &WorkDir) -> (Proc, OwnedFd) {
+    let (mine, theirs) = sys::socketpair(libc::SOCK_DGRAM).unwrap();
+    let theirs_fd: RawFd = theirs.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it puts the socket on fd 3 (without CLOEXEC).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let p = Proc::spawn(name, cmd, dir.path());
+    drop(theirs);
+    (p, mine)
+}
+
+/// The same through the C library: python3 of another uid, preloaded but given no stack,
+/// receives a TCP stack fd (recvmsg, SCM_RIGHTS) and uses it with its own socket calls.
+#[test]
+fn preloaded_fd_holder_of_another_uid() {
+    let dir = WorkDir::new();
+    let s = Stack::new("mem://access-pyholder", None).unwrap();
+    s.cmd("ip link set vde0 up; ip addr add 10.59.0.1/24 dev vde0")
+        .unwrap();
+    let l = TcpListener::bind(&s, "10.59.0.1:9000").unwrap();
+    let client = TcpStream::connect(&s, "10.59.0.1:9000").unwrap();
+    let (mut srv, _) = l.accept().unwrap();
+    let script = r#"
+import socket, os
+u = socket.socket(fileno=3)
+msg, fds, flags, addr = socket.recv_fds(u, 16, 1)
+t = socket.socket(fileno=fds[0])
+print("family", int(t.family), "sockname", t.getsockname(), "peername", t.getpeername())
+t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+print("nodelay", t.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+t.sendall(b"hello from python")
+t.shutdown(socket.SHUT_WR)
+print("uid", os.getuid(), "done", flush=True)
+"#;
+    let mut cmd = as_nobody();
+    cmd.arg(python3()).args(["-c", script]).current_dir("/");
+    programs::clean_env(&mut cmd);
+    cmd.env(
+        "LD_PRELOAD",
+        programs::vdestack().with_file_name("libvdestack.so"),
+    );
+    let (mut p, mine) = spawn_with_fd3("python-holder", cmd, &dir);
+    sys::send_msg(mine.as_raw_fd(), b"tcp", &[client.as_raw_fd()]).unwrap();
+    p.wait_ok(SECS(15));
+    let out = p.stdout();
+    let peer = client.local_addr().unwrap();
+    assert!(
+        out.contains(&format!(
+            "family {} sockname ('{}', {}) peername ('10.59.0.1', 9000)",
+            libc::AF_INET,
+            peer.ip(),
+            peer.port()
+        )) && out.contains("nodelay 1")
+            && out.contains("uid 65534 done"),
+        "{}",
+        p.dump()
+    );
+    let mut got = Vec::new();
+    srv.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello from python");
 }
 
 /// A raw control connection to `stack`'s engine, saying hello with `key`.
