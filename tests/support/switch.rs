@@ -142,7 +142,8 @@ impl Switch {
     fn wait_ready(&mut self) {
         let ctl = self.dir.join("ctl");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ctl.exists() {
+        // The socket file appears at bind, before listen: ready once a connect succeeds.
+        while std::os::unix::net::UnixStream::connect(&ctl).is_err() {
             if let Some(status) = self.child.try_wait().expect("wait for the switch") {
                 panic!(
                     "{} at {} exited before it was ready: {status}",
@@ -152,7 +153,7 @@ impl Switch {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} at {}: no control socket after 10 s",
+                "{} at {}: control socket not accepting after 10 s",
                 self.kind.program(),
                 self.dir.display()
             );
