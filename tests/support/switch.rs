@@ -112,7 +112,7 @@ impl Switch {
         }
         self.child = spawn(self.kind, &self.dir);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.listening() {
+        while !listening(&self.dir.join("ctl")) {
             if let Some(status) = self.child.try_wait().expect("wait for the switch") {
                 panic!(
                     "{} restarted at {} exited: {status}",
@@ -126,19 +126,6 @@ impl Switch {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    /// Whether a socket listens at DIR/ctl (/proc/net/unix: flag __SO_ACCEPTCON), checked
-    /// without connecting (a connection that sends no request upsets vde_plug).
-    fn listening(&self) -> bool {
-        let ctl = self.dir.join("ctl");
-        let ctl = ctl.to_string_lossy();
-        std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
-            t.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() >= 8 && f[7] == ctl && f[3] == "00010000"
-            })
-        })
     }
 }
 
@@ -197,7 +184,9 @@ impl Switch {
     fn wait_ready(&mut self) {
         let ctl = self.dir.join("ctl");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ctl.exists() {
+        // The socket file appears at bind, before listen: ready once the kernel lists it as
+        // listening (a probing connect would leave a connection the switch counts).
+        while !listening(&ctl) {
             if let Some(status) = self.child.try_wait().expect("wait for the switch") {
                 panic!(
                     "{} at {} exited before it was ready: {status}",
@@ -207,7 +196,7 @@ impl Switch {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} at {}: no control socket after 10 s",
+                "{} at {}: control socket not accepting after 10 s",
                 self.kind.program(),
                 self.dir.display()
             );
@@ -242,4 +231,20 @@ impl Drop for Switch {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether an AF_UNIX socket bound at `path` listens (/proc/net/unix flag __SO_ACCEPTCON).
+fn listening(path: &std::path::Path) -> bool {
+    // Abstract names (the engine's carry binary ids) are not UTF-8.
+    let Ok(table) = std::fs::read("/proc/net/unix") else {
+        return false;
+    };
+    let table = String::from_utf8_lossy(&table);
+    let path = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|v| v & 0x10000 != 0)
+    })
 }
