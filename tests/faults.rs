@@ -207,7 +207,8 @@ fn sockets_of(s: &Stack) -> usize {
 const HOLDER: &str = r#"
 import os, socket, sys, time
 n = int(sys.argv[1])
-print("stack", os.environ["VDESTACK_CTL"], os.environ["VDESTACK_STACK"], flush=True)
+print("stack", os.environ["VDESTACK_CTL"], os.environ["VDESTACK_STACK"],
+      os.environ["VDESTACK_KEY"], flush=True)
 sys.stdin.readline()
 if os.fork():
     while True:
@@ -243,10 +244,15 @@ fn a_killed_process_s_sockets_are_freed_and_their_peers_see_the_end() {
     run.wait_for("stack ", Duration::from_secs(20));
     let out = run.stdout();
     let f: Vec<&str> = out.split_whitespace().collect();
-    let theirs = Stack::attach(
-        vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
-        f[2].parse().expect("stack id"),
-    );
+    let theirs = {
+        // The program hands the test the key it was given: the engine serves only those.
+        let key = vdestack::control::key::from_hex(f[3]).expect("the stack's key");
+        vdestack::control::key::remember(f[1].as_bytes(), key);
+        Stack::attach(
+            vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
+            f[2].parse().expect("stack id"),
+        )
+    };
     let engine = run.pid();
     // (Asking for the sockets first: this thread's control connection is an fd of the engine.)
     let socks0 = sockets_of(&theirs);

@@ -356,7 +356,8 @@ def serve():
         c.sendall(data)
         c.close()
 threading.Thread(target=serve, daemon=True).start()
-print("stack", os.environ["VDESTACK_CTL"], os.environ["VDESTACK_STACK"], flush=True)
+print("stack", os.environ["VDESTACK_CTL"], os.environ["VDESTACK_STACK"],
+      os.environ["VDESTACK_KEY"], flush=True)
 for b in range(batches):
     sys.stdin.readline()
     for i in range(batch):
@@ -392,10 +393,15 @@ fn process_trees_leave_nothing_behind() {
     run.wait_for("stack ", Duration::from_secs(30));
     let out = run.stdout();
     let f: Vec<&str> = out.split_whitespace().collect();
-    let stack = Stack::attach(
-        vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
-        f[2].parse().expect("stack id"),
-    );
+    let stack = {
+        // The program hands the test the key it was given: the engine serves only those.
+        let key = vdestack::control::key::from_hex(f[3]).expect("the stack's key");
+        vdestack::control::key::remember(f[1].as_bytes(), key);
+        Stack::attach(
+            vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
+            f[2].parse().expect("stack id"),
+        )
+    };
     let engine = run.pid();
     let measure = |i| {
         // Asked first: this thread's control connection is one of the engine's fds.

@@ -186,11 +186,6 @@ impl Proc {
         }
     }
 
-    /// The process id of the program started (the group's leader).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Writes to the program's stdin (the command must have had `Stdio::piped()` stdin).
     pub fn write_stdin(&mut self, data: &[u8]) {
         let name = &self.name;
