@@ -27,6 +27,12 @@ use std::time::{Duration, Instant};
 use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::Stack;
 
+/// The soaks count this process's fds: one at a time (the harness runs tests in threads).
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How many cycles: the environment's `var`, or `short` (the suite's).
 fn cycles(var: &str, short: usize) -> usize {
     std::env::var(var)
@@ -211,6 +217,7 @@ fn soak(
 /// Connect, 1 KiB each way, close: two stacks on a mem:// segment, the server in a thread.
 #[test]
 fn connect_cycles_leave_nothing_behind() {
+    let _one = alone();
     let n = cycles("VDESTACK_SOAK_CONNECT", 10_000);
     let vnl = format!("mem://soak-{}", std::process::id());
     let a = Stack::new(&vnl, None).unwrap();
@@ -280,6 +287,7 @@ fn connect_cycles_leave_nothing_behind() {
 /// deleted. The switch's fds (two per port) show that every port closed again.
 #[test]
 fn stack_cycles_leave_nothing_behind() {
+    let _one = alone();
     let n = cycles("VDESTACK_SOAK_STACKS", 2_000);
     let sw = switch::Switch::vdeplug();
     let vnl = sw.vnl();
@@ -375,6 +383,7 @@ sys.stdin.readline()
 /// and exits. The engine (in `vdestack run`) keeps no fd, socket or memory of them.
 #[test]
 fn process_trees_leave_nothing_behind() {
+    let _one = alone();
     let n = cycles("VDESTACK_SOAK_TREES", 1_000);
     programs::tool("nc", "netcat-openbsd");
     let batches = 22; // a warm-up, 20 checkpoints, and the last
