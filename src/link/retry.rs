@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first wait.
 pub const FIRST: Duration = Duration::from_millis(50);
@@ -15,11 +15,16 @@ pub const LAST: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Retry {
     wait: Duration,
+    /// When the timer last armed expires.
+    due: Instant,
 }
 
 impl Default for Retry {
     fn default() -> Retry {
-        Retry { wait: FIRST }
+        Retry {
+            wait: FIRST,
+            due: Instant::now(),
+        }
     }
 }
 
@@ -47,6 +52,7 @@ impl Retry {
     pub fn rearm(&mut self, timer: &OwnedFd) -> io::Result<()> {
         let wait = self.wait;
         self.wait = (self.wait * 2).min(LAST);
+        self.due = Instant::now() + wait;
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -63,6 +69,12 @@ impl Retry {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Whether the timer last armed has expired, by the clock: a link checks this before
+    /// it reads the timer, since it is asked after every round of work.
+    pub fn due(&self) -> bool {
+        Instant::now() >= self.due
     }
 
     /// The link is back: the next outage starts from the first wait.

@@ -529,7 +529,7 @@ impl Link for SwitchLink {
                 let next = self.waiting();
                 Some(self.become_(next, Some(news)))
             }
-            State::Waiting { timer } if retry::expired(timer) => self.again(),
+            State::Waiting { timer } if self.retry.due() && retry::expired(timer) => self.again(),
             State::Waiting { .. } | State::Failed => None,
         }
     }

@@ -382,7 +382,7 @@ impl Link for VdeLink {
                 Some(self.become_(next, Some(news)))
             }
             State::Opening { .. } => self.opened(),
-            State::Waiting { timer } if retry::expired(timer) => self.again(),
+            State::Waiting { timer } if self.retry.due() && retry::expired(timer) => self.again(),
             State::Waiting { .. } | State::Failed => None,
         }
     }
