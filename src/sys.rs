@@ -411,6 +411,14 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Bytes waiting to be read from `fd` (FIONREAD, SIOCINQ).
+pub fn unread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }.into())?;
+    Ok(n.max(0) as usize)
+}
+
 /// How many bytes (skb truesize, for AF_UNIX) sent on `fd` the peer has not read yet.
 pub fn unsent(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -26,6 +26,8 @@ pub struct Opts {
     pub sndbuf: usize,
     pub v6only: bool,
     pub syncnt: u32,
+    /// TCP_LINGER2 as set (see `engine::ending`).
+    pub linger2: i32,
     /// Options we do not interpret, answered back as set.
     pub other: HashMap<(i32, i32), i32>,
 }
@@ -40,6 +42,7 @@ impl Default for Opts {
             sndbuf: TCP_BUF,
             v6only: false,
             syncnt: 6,
+            linger2: 0,
             other: HashMap::new(),
         }
     }

@@ -62,7 +62,13 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
         req => {
             let id = sock_of(&req)?;
             if !st.socks.contains_key(&id) {
-                return err(libc::EBADF);
+                // A reset socket still answers its application (until it closes its fd).
+                return Some((
+                    st.endings
+                        .answer(id, &req)
+                        .unwrap_or(Reply::Err(libc::EBADF)),
+                    None,
+                ));
             }
             match req {
                 Request::Bind { sock, addr } => {
