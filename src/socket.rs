@@ -203,6 +203,7 @@ pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
         // A reset the kernel holds for the pair (see engine::ops::pump::reset_pair).
         let kernel = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
         if kernel != 0 {
+            reset_reported(fd);
             return Ok(kernel);
         }
     }
@@ -225,22 +226,31 @@ fn no_error_pending(fd: RawFd) -> bool {
 }
 
 /// The error a reset left for the next call on a TCP stack fd, taken (once, as Linux's
-/// sock_error): the kernel's, if the engine closed its end while it held bytes the
-/// application wrote, else the engine's.
+/// sock_error). The kernel holds one if the engine closed its end while it held bytes the
+/// application wrote; the engine holds it always (the kernel's may have gone to a blocked
+/// writer that returned what it had sent, where Linux keeps it for the next call).
 fn reset_error(fd: RawFd) -> Option<i32> {
-    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-        Ok(0) => {}
-        Ok(e) => return Some(e),
-        Err(_) => return None,
-    }
+    let kernel = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR).ok()?;
+    let engine = take_engine_error(fd);
+    Some(if kernel != 0 { kernel } else { engine }).filter(|&e| e != 0)
+}
+
+/// Takes the engine's SO_ERROR of a stack fd (0 if none or unknown).
+fn take_engine_error(fd: RawFd) -> i32 {
     match call(fd, |sock| Request::GetOpt {
         sock,
         level: libc::SOL_SOCKET,
         name: libc::SO_ERROR,
     }) {
-        Ok(Reply::Int(e)) if e != 0 => Some(e as i32),
-        _ => None,
+        Ok(Reply::Int(e)) => e as i32,
+        _ => 0,
     }
+}
+
+/// A call on a TCP stack fd got ECONNRESET from the kernel (see `reset_error`): the
+/// engine's copy of that error goes, as Linux reports it once.
+pub fn reset_reported(fd: RawFd) {
+    take_engine_error(fd);
 }
 
 /// The error for a send on a TCP stack fd that the pair refused with EPIPE, as Linux gives

@@ -2,6 +2,9 @@
 //! `socket`, `connect`, `sendmsg`..., because the C library of this crate interposes those
 //! symbols: the engine's own plumbing must not recurse into them.
 
+mod diag;
+pub use diag::unix_peer_gone;
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -409,14 +412,6 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             other => return other.map(|n| n as usize),
         }
     }
-}
-
-/// Bytes waiting to be read from `fd` (FIONREAD, SIOCINQ).
-pub fn unread(fd: RawFd) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }.into())?;
-    Ok(n.max(0) as usize)
 }
 
 /// How many bytes (skb truesize, for AF_UNIX) sent on `fd` the peer has not read yet.

@@ -618,16 +618,34 @@ pub unsafe extern "C" fn sendto(
 /// `vdestack::socket::broken_pipe`), so the pair is never let raise SIGPIPE itself.
 fn stream_send(fd: c_int, flags: c_int, send: impl FnOnce(c_int) -> ssize_t) -> ssize_t {
     let r = send(flags | libc::MSG_NOSIGNAL);
-    // SAFETY: __errno_location returns this thread's errno slot.
-    if r < 0 && unsafe { *libc::__errno_location() } == libc::EPIPE {
-        guard((), || set_errno(crate::errno_of(&vs::broken_pipe(fd, flags))));
+    if r < 0 {
+        stream_error(fd, flags);
     }
     r
 }
 
-/// A read of 0 on a TCP stack fd: EOF, or after a reset what Linux says (see
+/// After a failed call on a TCP stack fd: EPIPE after a reset becomes what Linux says, and
+/// an ECONNRESET the kernel reported is forgotten by the engine (see
+/// `vdestack::socket::reset_error`).
+fn stream_error(fd: c_int, flags: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let e = unsafe { *libc::__errno_location() };
+    guard((), || match e {
+        libc::EPIPE => set_errno(crate::errno_of(&vs::broken_pipe(fd, flags))),
+        libc::ECONNRESET => {
+            vs::reset_reported(fd);
+            set_errno(e);
+        }
+        _ => {}
+    });
+}
+
+/// A read on a TCP stack fd: a 0 is EOF, or after a reset what Linux says (see
 /// `vdestack::socket::stream_eof`).
 fn stream_eof(fd: c_int, r: ssize_t, n: size_t) -> ssize_t {
+    if r < 0 {
+        stream_error(fd, libc::MSG_NOSIGNAL);
+    }
     if r != 0 || n == 0 {
         return r;
     }

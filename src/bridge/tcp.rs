@@ -167,7 +167,7 @@ impl Conn {
                     pair.wr = false;
                     break;
                 }
-                Ok(Err(_)) if sys::hung_up(fd) => {
+                Ok(Err(_)) if sys::hung_up(fd) && sys::unix_peer_gone(fd).unwrap_or(true) => {
                     // EPIPE: the application closed (its hang-up event is on its way) with
                     // this data unread.
                     *app_closed = true;

@@ -387,7 +387,7 @@ impl Engine {
                     .get_mut(&stack)
                     .and_then(|st| st.socks.get_mut(&sock))
                 {
-                    s.app_closed |= ready.hup;
+                    s.app_closed |= ready.hup && s.hup_is_close();
                     s.pair.rd |= ready.rd;
                     s.pair.wr |= ready.wr;
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpListenEndpoint;
@@ -134,6 +134,8 @@ pub struct Sock {
     pub waiters: Vec<usize>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
     pub shut_rd: bool,
+    /// The application asked to shut its end for writing (see [`Sock::hup_is_close`]).
+    pub app_shut_wr: bool,
     /// Readiness of the engine's end of the pair, as the last syscall or epoll event left it.
     pub pair: PairReady,
     /// Where the socket is in its life.
@@ -171,6 +173,7 @@ impl Sock {
             pair_shut: false,
             waiters: Vec::new(),
             shut_rd: false,
+            app_shut_wr: false,
             pair: PairReady::default(),
             state: if stream {
                 SockState::Fresh
@@ -178,5 +181,14 @@ impl Sock {
                 SockState::Udp(Udp::default())
             },
         }
+    }
+}
+
+impl Sock {
+    /// Whether a hang-up on our end of the pair means the application closed its last fd.
+    /// It does, unless the application shut its end for writing (through the library, which
+    /// tells us first): both ends shut look like a hang-up too, and then the kernel is asked.
+    pub fn hup_is_close(&self) -> bool {
+        !self.app_shut_wr || crate::sys::unix_peer_gone(self.fd.as_raw_fd()).unwrap_or(true)
     }
 }

@@ -15,7 +15,6 @@ use crate::engine::ending::Ended;
 use crate::engine::sock::{Sock, SockState};
 use crate::engine::stack::NetStack;
 use crate::engine::Ctx;
-use crate::sys;
 
 /// One pass over every socket of the stack: bytes both ways, handshakes, listeners, ends.
 /// Returns whether anything moved.
@@ -233,19 +232,20 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
 /// that the application's calls fail at once as on a reset kernel socket: a writer blocked
 /// on a full pair returns, later writes fail with EPIPE, reads give what came before the
 /// reset, then an error or EOF. Closing it while it holds bytes the application wrote
-/// makes the kernel report ECONNRESET to the application's next call (once), as Linux does
-/// after an RST; otherwise SO_ERROR keeps the error (see `ending::Ended`).
+/// makes the kernel report ECONNRESET to the application's next call, as Linux does after
+/// an RST. The engine keeps the error too, for SO_ERROR and for the library to report it
+/// where the kernel cannot (see `socket::reset_error`); the library clears the engine's
+/// copy when the kernel reported it.
 fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>) -> Ended {
     let fd = s.fd.as_raw_fd();
     if e != libc::ECONNRESET {
         // EPIPE (a reset after the peer's FIN): the kernel must not say ECONNRESET.
         discard(fd, usize::MAX);
     }
-    let unread = sys::unread(fd).unwrap_or(0) > 0;
     Ended {
         domain: s.domain,
         local: local.or(s.local),
-        so_error: if unread { 0 } else { e },
+        so_error: e,
         opts: s.opts.clone(),
     }
 }
