@@ -190,8 +190,11 @@ fn watchdog<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Se
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: still blocked after {secs} s"))
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {secs} s"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed (see above)"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -566,4 +569,85 @@ fn a_reset_socket_still_answers_its_application() {
     let kernel = seq(&Net::Kernel);
     let ours = seq(&Net::stacks("reset-answers"));
     assert_eq!(ours, kernel, "stacks (left) and Linux (right) differ");
+}
+
+// ---------------------------------------------------------------------------------------
+// A real program, through the C library
+// ---------------------------------------------------------------------------------------
+
+#[path = "support/programs.rs"]
+#[allow(dead_code)]
+mod programs;
+
+/// The endings above as a Python program sees them (send, sendall, recv, SO_ERROR,
+/// TCP_LINGER2), on 127.0.0.1: run on the kernel and under `vdestack run`, line by line
+/// the same. This is the path of the hang first seen: a runtime's socket tests under
+/// `vdestack run`, a thread blocked in send() to a receiver that closed with data unread.
+const ENDINGS_PY: &str = r#"
+import socket, errno, threading, time
+def tryc(f):
+    try: return f()
+    except OSError as e: return errno.errorcode[e.errno]
+def soerr(s): return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+def state(s): return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+def pair():
+    l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+    c = socket.create_connection(l.getsockname()); s, _ = l.accept(); l.close()
+    return c, s
+c, s = pair(); c.send(b"x" * 10); time.sleep(0.1); s.close(); time.sleep(0.1)
+print("unread, send:", tryc(lambda: c.send(b"y")), tryc(lambda: c.send(b"y")), tryc(lambda: c.send(b"y")))
+c, s = pair(); c.send(b"x" * 10); s.send(b"hi"); time.sleep(0.1); s.close(); time.sleep(0.1)
+print("unread, recv:", tryc(lambda: c.recv(10)), tryc(lambda: c.recv(10)), tryc(lambda: c.recv(10)))
+c, s = pair(); c.send(b"x" * 10); time.sleep(0.1); s.close(); time.sleep(0.1)
+print("unread, SO_ERROR:", soerr(c), soerr(c), tryc(lambda: c.send(b"y")), state(c))
+c, s = pair(); r = []
+t = threading.Thread(target=lambda: r.append(tryc(lambda: c.sendall(b"z" * (64 << 20)))))
+t.start(); time.sleep(0.3); s.close(); t.join(10)
+print("blocked sendall:", r, tryc(lambda: c.send(b"y")))
+c, s = pair(); r = []
+t = threading.Thread(target=lambda: r.append(tryc(lambda: c.send(b"z" * (64 << 20)))))
+t.start(); time.sleep(0.3); s.close(); t.join(10)
+print("blocked send:", [type(x).__name__ for x in r], tryc(lambda: c.send(b"y")), tryc(lambda: c.send(b"y")))
+c, s = pair(); s.close(); time.sleep(0.1)
+a = [tryc(lambda: c.recv(1)), tryc(lambda: c.send(b"y"))]; time.sleep(0.1)
+print("data after close:", a, tryc(lambda: c.send(b"y")), tryc(lambda: c.recv(1)), soerr(c), state(c))
+c, s = pair()
+print("TCP_LINGER2 default:", c.getsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2) == 60)
+for wait in (0.3, 1.6):
+    c, s = pair(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1); c.close(); time.sleep(wait)
+    s.shutdown(socket.SHUT_WR); time.sleep(0.1)
+    print("FIN-WAIT-2 after", wait, "s:", state(s), soerr(s), tryc(lambda: s.recv(1)), tryc(lambda: s.send(b"x")))
+"#;
+
+/// Runs ENDINGS_PY with `cmd` (a prefix: `env` or `vdestack run --`); its output.
+fn run_endings_py(mut cmd: std::process::Command) -> String {
+    let out = cmd
+        .arg(programs::python3())
+        .arg("-c")
+        .arg(ENDINGS_PY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python3 failed: {}\n{text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_python_program_sees_the_same_endings_under_vdestack_run() {
+    let kernel = watchdog(60, "python3 on the kernel", || {
+        let mut c = std::process::Command::new("env");
+        programs::clean_env(&mut c);
+        run_endings_py(c)
+    });
+    let ours = watchdog(60, "python3 under vdestack run", || {
+        run_endings_py(programs::run_cmd(None, &[]))
+    });
+    assert_eq!(ours, kernel, "under vdestack run (left) and on Linux (right)");
+    assert_eq!(ours.lines().count(), 9, "every case ran:\n{ours}");
 }

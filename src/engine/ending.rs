@@ -59,6 +59,8 @@ pub struct Ended {
     /// What SO_ERROR says, once (0 when the kernel holds it, see `socket::get_opt`).
     pub so_error: i32,
     pub opts: crate::engine::sock::Opts,
+    /// TCP_MAXSEG, as it was.
+    pub mss: i32,
 }
 
 /// A stack's endings.
@@ -167,6 +169,7 @@ impl Endings {
                 (libc::SOL_SOCKET, libc::SO_PROTOCOL) => Reply::Int(libc::IPPROTO_TCP as i64),
                 (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => Reply::Int(0),
                 (libc::IPPROTO_TCP, libc::TCP_INFO) => Reply::Int(7), // TCP_CLOSE
+                (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => Reply::Int(e.mss as i64),
                 (libc::IPPROTO_TCP, libc::TCP_LINGER2) => {
                     Reply::Int(linger2_shown(e.opts.linger2) as i64)
                 }

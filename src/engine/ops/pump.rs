@@ -101,7 +101,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                             NetStack::as_seen(s.domain, std::net::SocketAddr::from(ep))
                         });
                         st.sets[c.set].remove(c.handle);
-                        ended.push((s.id, reset_pair(s, e, local)));
+                        let mut end = reset_pair(s, e, local);
+                        end.mss = st.mtu as i32 - 40;
+                        ended.push((s.id, end));
                         gone.push(s.id);
                         moved = true;
                     }
@@ -247,6 +249,7 @@ fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>) -> Ende
         local: local.or(s.local),
         so_error: e,
         opts: s.opts.clone(),
+        mss: 0,
     }
 }
 
