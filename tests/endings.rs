@@ -73,8 +73,16 @@ impl Net {
         Net::Stacks(on(1), on(2))
     }
 
-    /// A connection: (client end, server end).
+    /// A connection: (client end, server end), every blocking call on them bounded (5 s)
+    /// so that a regression fails the test instead of hanging it.
     fn pair(&self) -> (End, End) {
+        let (c, s) = self.pair_unbounded();
+        bound_io(c.fd());
+        bound_io(s.fd());
+        (c, s)
+    }
+
+    fn pair_unbounded(&self) -> (End, End) {
         match self {
             Net::Kernel => {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -173,6 +181,27 @@ impl End {
             End::K(s) => s.shutdown(how).unwrap(),
             End::S(s) => s.shutdown(how).unwrap(),
         }
+    }
+}
+
+/// Bounds blocking reads and writes on `fd` (kernel sockets and our pairs alike) to 5 s.
+fn bound_io(fd: RawFd) {
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a valid timeval of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVTIMEO/SO_SNDTIMEO");
     }
 }
 
@@ -584,7 +613,8 @@ mod programs;
 /// the same. This is the path of the hang first seen: a runtime's socket tests under
 /// `vdestack run`, a thread blocked in send() to a receiver that closed with data unread.
 const ENDINGS_PY: &str = r#"
-import socket, errno, threading, time
+import socket, errno, signal, threading, time
+signal.alarm(30)  # a hang ends the program (and fails the test), not the suite
 def tryc(f):
     try: return f()
     except OSError as e: return errno.errorcode[e.errno]
