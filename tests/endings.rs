@@ -613,7 +613,7 @@ mod programs;
 /// the same. This is the path of the hang first seen: a runtime's socket tests under
 /// `vdestack run`, a thread blocked in send() to a receiver that closed with data unread.
 const ENDINGS_PY: &str = r#"
-import socket, errno, signal, threading, time
+import socket, errno, signal, struct, threading, time
 signal.alarm(30)  # a hang ends the program (and fails the test), not the suite
 def tryc(f):
     try: return f()
@@ -647,6 +647,10 @@ for wait in (0.3, 1.6):
     c, s = pair(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1); c.close(); time.sleep(wait)
     s.shutdown(socket.SHUT_WR); time.sleep(0.1)
     print("FIN-WAIT-2 after", wait, "s:", state(s), soerr(s), tryc(lambda: s.recv(1)), tryc(lambda: s.send(b"x")))
+c, s = pair(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+print("SO_LINGER:", struct.unpack("ii", s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)))
+s.close(); time.sleep(0.1)
+print("abortive close:", tryc(lambda: c.recv(1)), tryc(lambda: c.recv(1)), soerr(c))
 "#;
 
 /// Runs ENDINGS_PY with `cmd` (a prefix: `env` or `vdestack run --`); its output.
@@ -679,5 +683,5 @@ fn a_python_program_sees_the_same_endings_under_vdestack_run() {
         run_endings_py(programs::run_cmd(None, &[]))
     });
     assert_eq!(ours, kernel, "under vdestack run (left) and on Linux (right)");
-    assert_eq!(ours.lines().count(), 9, "every case ran:\n{ours}");
+    assert_eq!(ours.lines().count(), 11, "every case ran:\n{ours}");
 }

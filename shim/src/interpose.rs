@@ -527,7 +527,15 @@ pub unsafe extern "C" fn setsockopt(
     }
     if !ours(fd) || pair_option(level, name) {
         // SAFETY: libc's setsockopt with the caller's arguments.
-        return unsafe { (real().setsockopt)(fd, level, name, val, len) };
+        let r = unsafe { (real().setsockopt)(fd, level, name, val, len) };
+        if r == 0 && (level, name) == (libc::SOL_SOCKET, libc::SO_LINGER) && ours(fd) {
+            // SAFETY: the kernel accepted val as a struct linger.
+            let l = unsafe { ptr::read_unaligned(val as *const libc::linger) };
+            // The engine must know of an abortive close ({on, 0}): it sends the RST.
+            let abort = (l.l_onoff != 0 && l.l_linger == 0) as c_int;
+            return int_call(|| vs::set_opt(fd, level, name, abort).map(|_| 0));
+        }
+        return r;
     }
     int_call(|| {
         if val.is_null() {

@@ -28,6 +28,9 @@ pub struct Opts {
     pub syncnt: u32,
     /// TCP_LINGER2 as set (see `engine::ending`).
     pub linger2: i32,
+    /// SO_LINGER is {on, 0}: close aborts the connection (the C library passes it on; the
+    /// option itself is the pair's).
+    pub linger_abort: bool,
     /// Options we do not interpret, answered back as set.
     pub other: HashMap<(i32, i32), i32>,
 }
@@ -43,6 +46,7 @@ impl Default for Opts {
             v6only: false,
             syncnt: 6,
             linger2: 0,
+            linger_abort: false,
             other: HashMap::new(),
         }
     }

@@ -60,6 +60,7 @@ pub(super) fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
             s.opts.sndbuf = (value.max(2048) as usize).min(16 << 20)
         }
+        (libc::SOL_SOCKET, libc::SO_LINGER) => s.opts.linger_abort = on,
         (
             libc::SOL_SOCKET,
             libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ERROR,

@@ -86,15 +86,20 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Connected(c) => {
-                match c.pump(
-                    fd,
-                    &mut s.pair,
-                    &mut st.sets,
-                    now,
-                    false,
-                    &mut s.app_closed,
-                    &mut moved,
-                ) {
+                let outcome = if s.app_closed && !c.orphan && s.opts.linger_abort {
+                    Outcome::Abort // SO_LINGER {on, 0}: an abortive close, as Linux's
+                } else {
+                    c.pump(
+                        fd,
+                        &mut s.pair,
+                        &mut st.sets,
+                        now,
+                        false,
+                        &mut s.app_closed,
+                        &mut moved,
+                    )
+                };
+                match outcome {
                     Outcome::Failed(e) => {
                         let t = st.sets[c.set].get::<tcp::Socket>(c.handle);
                         let local = t.local_endpoint().map(|ep| {
