@@ -139,7 +139,13 @@ impl End {
                 let mut len = v.len() as libc::socklen_t;
                 // SAFETY: v has len writable bytes.
                 let r = unsafe {
-                    libc::getsockopt(s.as_raw_fd(), level, opt, v.as_mut_ptr() as *mut _, &mut len)
+                    libc::getsockopt(
+                        s.as_raw_fd(),
+                        level,
+                        opt,
+                        v.as_mut_ptr() as *mut _,
+                        &mut len,
+                    )
                 };
                 assert_eq!(r, 0, "getsockopt: {}", io::Error::last_os_error());
                 if opt == libc::TCP_INFO && level == libc::IPPROTO_TCP {
@@ -210,7 +216,10 @@ fn same(name: &str, f: impl Fn(&Net) -> Vec<String>) {
     let _g = no_fork();
     let kernel = f(&Net::Kernel);
     let ours = f(&Net::stacks(name));
-    assert_eq!(ours, kernel, "{name}: stacks (left) and Linux (right) differ");
+    assert_eq!(
+        ours, kernel,
+        "{name}: stacks (left) and Linux (right) differ"
+    );
 }
 
 /// Runs `f` in a thread and fails if it does not finish within `secs` (a hang).
@@ -268,7 +277,12 @@ fn so_error_after_a_reset_is_econnreset_once() {
         ms(100);
         drop(s);
         ms(100);
-        t.extend([c.so_error(), c.so_error(), c.send(b"y"), c.state().to_string()]);
+        t.extend([
+            c.so_error(),
+            c.so_error(),
+            c.send(b"y"),
+            c.state().to_string(),
+        ]);
         t
     });
 }
@@ -360,7 +374,11 @@ fn tcp_linger2_reads_and_sets_as_on_linux() {
     let ours = seq(&Net::stacks("linger2-opt"));
     assert_eq!(ours[0], 60, "our default FIN timeout");
     assert_eq!(kernel[0], sysctl, "the kernel's default is its sysctl");
-    let norm = |v: &[i32]| v.iter().map(|&x| if x == sysctl { 60 } else { x }).collect::<Vec<_>>();
+    let norm = |v: &[i32]| {
+        v.iter()
+            .map(|&x| if x == sysctl { 60 } else { x })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(norm(&ours), norm(&kernel), "TCP_LINGER2 set and read back");
     assert_eq!(ours, vec![60, 60, -1, 120, 7]);
 }
@@ -527,7 +545,10 @@ fn a_deleted_stacks_fds_never_block() {
         });
     };
     let c2 = c.clone();
-    call("tcp read", Box::new(move || shown((&*c2).read(&mut [0u8; 8]))));
+    call(
+        "tcp read",
+        Box::new(move || shown((&*c2).read(&mut [0u8; 8]))),
+    );
     let l2 = l.clone();
     call("accept", Box::new(move || shown(l2.accept().map(|_| 0))));
     let u2 = u.clone();
@@ -593,7 +614,11 @@ fn a_reset_socket_still_answers_its_application() {
                 k.shutdown(Shutdown::Both).map(|_| 0),
             ),
         };
-        [shown(peer), shown(local.map(|p| (p != 0) as usize)), shown(shut)]
+        [
+            shown(peer),
+            shown(local.map(|p| (p != 0) as usize)),
+            shown(shut),
+        ]
     };
     let kernel = seq(&Net::Kernel);
     let ours = seq(&Net::stacks("reset-answers"));
@@ -605,7 +630,6 @@ fn a_reset_socket_still_answers_its_application() {
 // ---------------------------------------------------------------------------------------
 
 #[path = "support/programs.rs"]
-#[allow(dead_code)]
 mod programs;
 
 /// The endings above as a Python program sees them (send, sendall, recv, SO_ERROR,
@@ -682,6 +706,9 @@ fn a_python_program_sees_the_same_endings_under_vdestack_run() {
     let ours = watchdog(60, "python3 under vdestack run", || {
         run_endings_py(programs::run_cmd(None, &[]))
     });
-    assert_eq!(ours, kernel, "under vdestack run (left) and on Linux (right)");
+    assert_eq!(
+        ours, kernel,
+        "under vdestack run (left) and on Linux (right)"
+    );
     assert_eq!(ours.lines().count(), 11, "every case ran:\n{ours}");
 }

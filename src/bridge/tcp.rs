@@ -233,7 +233,10 @@ impl Conn {
         let state = sock.state();
         self.last = state;
         if self.orphan && state == State::FinWait2 {
-            match (crate::engine::ending::fin_wait(self.linger2), self.fin_deadline) {
+            match (
+                crate::engine::ending::fin_wait(self.linger2),
+                self.fin_deadline,
+            ) {
                 (None, _) => return Outcome::Abort, // a negative TCP_LINGER2
                 (Some(_), Some(at)) if now >= at => return Outcome::Expired,
                 (Some(_), Some(_)) => {}

@@ -449,7 +449,9 @@ impl NetStack {
         let socks = &mut self.socks;
         let dirty = &mut self.dirty;
         list.retain(|o| match socks.get_mut(&o.sock) {
-            Some(s) if s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd()) && s.hup_is_close() => {
+            Some(s)
+                if s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd()) && s.hup_is_close() =>
+            {
                 s.app_closed = true;
                 dirty.push(o.sock);
                 false

@@ -102,9 +102,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 match outcome {
                     Outcome::Failed(e) => {
                         let t = st.sets[c.set].get::<tcp::Socket>(c.handle);
-                        let local = t.local_endpoint().map(|ep| {
-                            NetStack::as_seen(s.domain, std::net::SocketAddr::from(ep))
-                        });
+                        let local = t
+                            .local_endpoint()
+                            .map(|ep| NetStack::as_seen(s.domain, std::net::SocketAddr::from(ep)));
                         st.sets[c.set].remove(c.handle);
                         let mut end = reset_pair(s, e, local);
                         end.mss = st.mtu as i32 - 40;
