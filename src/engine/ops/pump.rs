@@ -106,9 +106,8 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                             .local_endpoint()
                             .map(|ep| NetStack::as_seen(s.domain, std::net::SocketAddr::from(ep)));
                         st.sets[c.set].remove(c.handle);
-                        let mut end = reset_pair(s, e, local);
-                        end.mss = st.mtu as i32 - 40;
-                        ended.push((s.id, end));
+                        let mss = st.mtu as i32 - 40;
+                        ended.push((s.id, reset_pair(s, e, local, mss)));
                         gone.push(s.id);
                         moved = true;
                     }
@@ -243,7 +242,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
 /// an RST. The engine keeps the error too, for SO_ERROR and for the library to report it
 /// where the kernel cannot (see `socket::reset_error`); the library clears the engine's
 /// copy when the kernel reported it.
-fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>) -> Ended {
+fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>, mss: i32) -> Ended {
     let fd = s.fd.as_raw_fd();
     if e != libc::ECONNRESET {
         // EPIPE (a reset after the peer's FIN): the kernel must not say ECONNRESET.
@@ -254,7 +253,7 @@ fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>) -> Ende
         local: local.or(s.local),
         so_error: e,
         opts: s.opts.clone(),
-        mss: 0,
+        mss,
     }
 }
 
