@@ -61,6 +61,8 @@ pub struct Ended {
     pub opts: crate::engine::sock::Opts,
     /// TCP_MAXSEG, as it was.
     pub mss: i32,
+    /// The application's end of the pair (a client proves with it that it holds the socket).
+    pub app: crate::engine::sock::FileId,
 }
 
 /// A stack's endings.
@@ -135,6 +137,11 @@ impl Endings {
                 self.ended.remove(&old);
             }
         }
+    }
+
+    /// The application's end of reset socket `id`, if it is one.
+    pub fn app(&self, id: u64) -> Option<crate::engine::sock::FileId> {
+        self.ended.get(&id).map(|e| e.app)
     }
 
     /// Answers a request on a reset socket as Linux answers one on a TCP socket in CLOSE

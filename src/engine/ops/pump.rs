@@ -254,6 +254,7 @@ fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>, mss: i3
         so_error: e,
         opts: s.opts.clone(),
         mss,
+        app: s.app,
     }
 }
 
