@@ -293,13 +293,21 @@ fn stack_cycles_leave_nothing_behind() {
     let vnl = sw.vnl();
     let me = std::process::id();
     let switch = sw.killer();
-    let measure = |i| Sample {
-        cycle: i,
-        fds: fds_of(me),
-        rss_kib: rss_kib_of(me),
-        // The switch's fds stand in for sockets here: two per open port.
-        sockets: switch.fds(),
-        ..Sample::default()
+    let idle = switch.fds();
+    // Measured once the switch has closed the last cycle's port (it does so on its own time).
+    let measure = |i| {
+        let t = Instant::now();
+        while switch.fds() != idle && t.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Sample {
+            cycle: i,
+            fds: fds_of(me),
+            rss_kib: rss_kib_of(me),
+            // The switch's fds stand in for sockets here: two per open port.
+            sockets: switch.fds(),
+            ..Sample::default()
+        }
     };
     let (samples, end, took) = soak(
         n,
