@@ -52,7 +52,8 @@ struct Sample {
     sockets: usize,
     slots: usize,
     lists: usize,
-    /// smoltcp's timer heaps (link + lo): bounded by design, not by the start.
+    /// smoltcp's timer heaps (link + lo) and the engine's endings (FIN-WAIT-2 timers,
+    /// sockets being reset): bounded by design, not by the start.
     timers: usize,
 }
 
@@ -79,7 +80,7 @@ fn slots_of(s: &Stack) -> (usize, usize, usize, usize) {
         .find_map(|l| l.strip_prefix("Total: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no total in {out}"));
-    // vdestack: slots 3/8 lo 0/4, index 2, listeners 1, timers 5, ports 1, held 0
+    // vdestack: slots 3/8 lo 0/4, index 2, listeners 1, timers 5, ports 1, held 0, endings 0
     let line = out
         .lines()
         .find(|l| l.starts_with("vdestack: "))
@@ -88,12 +89,12 @@ fn slots_of(s: &Stack) -> (usize, usize, usize, usize) {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();
-    assert_eq!(nums.len(), 9, "{line}");
+    assert_eq!(nums.len(), 10, "{line}");
     (
         total,
         nums[1] + nums[3],
         nums[4] + nums[5] + nums[7],
-        nums[6],
+        nums[6] + nums[9],
     )
 }
 
@@ -175,7 +176,7 @@ fn judge(name: &str, samples: &[Sample], end: Sample, rss_bound: f64, stack: boo
         // A set drops stale entries once they pass 64 and four per socket.
         let bound = 2 * 64 + 4 * end.slots;
         ok &= line(
-            &format!("{name}: smoltcp timer entries (start → end)"),
+            &format!("{name}: smoltcp timer + endings entries (start → end)"),
             &format!("end ≤ {bound} (128 + 4/slot)"),
             format!("{} → {}", start.timers, end.timers),
             end.timers <= bound,

@@ -467,7 +467,8 @@ fn summary(st: &NetStack, out: &mut String) {
     let _ = writeln!(out, "UDP:   {udp}");
     let _ = writeln!(
         out,
-        "vdestack: slots {}/{} lo {}/{}, index {}, listeners {}, timers {}, ports {}, held {}",
+        "vdestack: slots {}/{} lo {}/{}, index {}, listeners {}, timers {}, ports {}, held {}, \
+         endings {}",
         link.sockets,
         link.slots,
         lo.sockets,
@@ -476,6 +477,7 @@ fn summary(st: &NetStack, out: &mut String) {
         link.listeners + lo.listeners,
         link.timers + lo.timers,
         st.ports.len(),
-        st.held.len()
+        st.held.len(),
+        st.endings.waiting()
     );
 }
