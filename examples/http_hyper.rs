@@ -19,7 +19,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => Response::new(Full::from(format!("hello, {peer}\n"))),
-        (&Method::POST, "/echo") => Response::new(Full::new(req.into_body().collect().await?.to_bytes())),
+        (&Method::POST, "/echo") => {
+            Response::new(Full::new(req.into_body().collect().await?.to_bytes()))
+        }
         _ => {
             let mut r = Response::new(Full::from("not found\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -36,21 +38,19 @@ async fn main() -> anyhow::Result<()> {
     server_stack.cmd("ip link set vde0 up; ip addr add 10.8.0.1/24 dev vde0")?;
     client_stack.cmd("ip link set vde0 up; ip addr add 10.8.0.2/24 dev vde0")?;
 
-    // The server: hyper's own accept loop, as over tokio::net::TcpListener.
+    // The server: hyper's own accept loop, as over tokio::net::TcpListener. Each
+    // connection's outcome goes to `served`.
     let listener = TcpListener::bind(&server_stack, "10.8.0.1:80").await?;
+    let (done, mut served) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, peer)) = listener.accept().await {
+            let done = done.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| handle(req, peer));
-                if let Err(e) = http1::Builder::new()
+                let r = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    eprintln!("server: {e}");
-                }
+                    .await;
+                let _ = done.send(r);
             });
         }
     });
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     // The client: one connection, several requests on it (keep-alive).
     let stream = TcpStream::connect(&client_stack, "10.8.0.1:80").await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let client = tokio::spawn(conn);
 
     let mut checks = Vec::new();
     for (method, path, body) in [
@@ -80,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(checks[0].1 == StatusCode::OK && checks[0].2.starts_with("hello, 10.8.0.2:"));
     anyhow::ensure!(checks[1].2 == "a body that goes there and back");
     anyhow::ensure!(checks[2].1 == StatusCode::NOT_FOUND);
+    // The client hangs up; the server's side of the connection ends cleanly.
+    drop(sender);
+    client.await??;
+    served.recv().await.expect("the server reports")?;
+    println!("connection closed cleanly on both sides");
     Ok(())
 }
-

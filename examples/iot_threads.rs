@@ -127,7 +127,12 @@ fn main() -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     latency.sort();
-    let pct = |p: usize| latency.get(latency.len() * p / 100).copied().unwrap_or_default();
+    let pct = |p: usize| {
+        latency
+            .get(latency.len() * p / 100)
+            .copied()
+            .unwrap_or_default()
+    };
     println!("{nodes} threads, each with its own stack on mem://iot and its own tokio runtime");
     println!(
         "calls: {ok} of {} answered correctly, {} failed, in {elapsed:.2?}",

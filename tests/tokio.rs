@@ -90,7 +90,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 /// The fds of the process once their count holds still for 100 ms (a test that just
@@ -131,7 +133,9 @@ fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
     let rt = runtime(2);
     let start = Instant::now();
     rt.block_on(async {
-        let listener = TcpListener::bind(&server_stack, "10.0.0.1:7").await.unwrap();
+        let listener = TcpListener::bind(&server_stack, "10.0.0.1:7")
+            .await
+            .unwrap();
         let server = tokio::spawn(async move {
             for _ in 0..CONNS {
                 let (mut conn, _) = listener.accept().await.unwrap();
@@ -216,7 +220,10 @@ fn udp_send_to_and_recv_from_between_stacks() {
         assert_eq!(c.peer_addr().unwrap(), "10.0.0.1:6001".parse().unwrap());
         c.send(b"connected").await.unwrap();
         let (n, from) = s.recv_from(&mut buf).await.unwrap();
-        assert_eq!((&buf[..n], from), (&b"connected"[..], "10.0.0.2:6000".parse().unwrap()));
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"connected"[..], "10.0.0.2:6000".parse().unwrap())
+        );
         s.send_to(b"back", from).await.unwrap();
         let n = c.recv(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"back");
@@ -266,7 +273,10 @@ fn a_pending_connect_does_not_block_the_runtime() {
         .await;
         assert!(r.is_err(), "connect to nobody ended: {r:?}");
         let n = ticks.await.unwrap();
-        assert!(n >= 20, "the ticker ran {n} times in 300 ms while connect waited");
+        assert!(
+            n >= 20,
+            "the ticker ran {n} times in 300 ms while connect waited"
+        );
     });
 }
 
@@ -279,7 +289,11 @@ fn a_dropped_connect_future_leaves_no_socket() {
     // (With TCP: the engine does not see a UDP socket closed, see docs/reliability.md.)
     rt.block_on(async { drop(TcpListener::bind(&a, "10.0.0.1:0").await.unwrap()) });
     let fds = steady_fds();
-    assert_eq!(settles(0, || engine_socks(&a)), 0, "engine sockets at start");
+    assert_eq!(
+        settles(0, || engine_socks(&a)),
+        0,
+        "engine sockets at start"
+    );
     rt.block_on(async {
         // 50 attempts at a host that does not answer, all dropped while in progress.
         let mut set = tokio::task::JoinSet::new();
@@ -353,7 +367,9 @@ fn a_dropped_accept_future_loses_no_connection() {
                 .unwrap();
             accepted += 1;
         }
-        assert!(timeout(Duration::from_millis(50), l.accept()).await.is_err());
+        assert!(timeout(Duration::from_millis(50), l.accept())
+            .await
+            .is_err());
         let e = TcpListener::bind(&a, "10.0.0.1:80").await.unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
         drop((l, c, s, clients));

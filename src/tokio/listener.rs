@@ -95,10 +95,7 @@ impl TcpListener {
         loop {
             let mut guard = ready!(self.io.poll_read_ready(cx))?;
             let taken = guard.try_io(|l| {
-                socket::accept(
-                    l.as_raw_fd(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                )
+                socket::accept(l.as_raw_fd(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             });
             match taken {
                 Ok(Ok((fd, peer))) => {

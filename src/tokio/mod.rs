@@ -1,4 +1,4 @@
-//! tokio-shaped sockets on a [`Stack`] (feature `tokio`): [`TcpListener`], [`TcpStream`],
+//! tokio-shaped sockets on a [`Stack`](crate::Stack) (feature `tokio`): [`TcpListener`], [`TcpStream`],
 //! [`UdpSocket`], with the names and signatures of `tokio::net`'s, plus the stack as first
 //! argument where a socket is made. Code moves from `tokio::net` by changing the import:
 //!

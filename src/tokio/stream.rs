@@ -258,8 +258,9 @@ impl TcpStream {
     ///
     /// See [`TcpStream::writable`] for an example.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io
-            .try_io(Interest::WRITABLE, |s| sys::send_vec(s.as_raw_fd(), &[buf], 0))
+        self.io.try_io(Interest::WRITABLE, |s| {
+            sys::send_vec(s.as_raw_fd(), &[buf], 0)
+        })
     }
 
     /// Reads data without taking it: the next read returns it again. Waits for data.

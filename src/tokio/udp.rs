@@ -94,18 +94,14 @@ impl UdpSocket {
     ///
     /// See [`UdpSocket::connect`] for an example.
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io
-            .async_io(Interest::WRITABLE, |s| s.send(buf))
-            .await
+        self.io.async_io(Interest::WRITABLE, |s| s.send(buf)).await
     }
 
     /// Receives a datagram from the connected peer; a datagram longer than `buf` is cut.
     ///
     /// See [`UdpSocket::connect`] for an example.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io
-            .async_io(Interest::READABLE, |s| s.recv(buf))
-            .await
+        self.io.async_io(Interest::READABLE, |s| s.recv(buf)).await
     }
 
     /// Sends a datagram to `target` (its first address, if it resolves to several).
