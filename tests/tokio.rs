@@ -5,7 +5,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,8 +127,15 @@ fn settles(want: usize, mut f: impl FnMut() -> usize) -> usize {
 #[test]
 fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
     let _g = serial();
-    const CONNS: usize = 200;
-    const LEN: usize = 1 << 20;
+    // scripts/reliability.d/async runs it bigger.
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let conns = env("VDESTACK_TOKIO_CONNS", 200);
+    let len = env("VDESTACK_TOKIO_BYTES", 1 << 20);
     let server_stack = stack_on("load", 1);
     let client_stack = stack_on("load", 2);
     let rt = runtime(2);
@@ -137,7 +145,7 @@ fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
             .await
             .unwrap();
         let server = tokio::spawn(async move {
-            for _ in 0..CONNS {
+            for _ in 0..conns {
                 let (mut conn, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
                     let (mut rd, mut wr) = conn.split();
@@ -146,38 +154,75 @@ fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
                 });
             }
         });
-        let clients: Vec<_> = (0..CONNS)
+        // Progress, for the watchdog: bytes echoed back, connections done.
+        let echoed = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let clients: Vec<_> = (0..conns)
             .map(|i| {
                 let stack = Stack::attach(client_stack.ctl().clone(), client_stack.id());
+                let (echoed, done) = (echoed.clone(), done.clone());
                 tokio::spawn(async move {
                     let conn = TcpStream::connect(&stack, "10.0.0.1:7").await.unwrap();
-                    let data = pattern(i, LEN);
+                    let data = pattern(i, len);
                     let (mut rd, mut wr) = conn.into_split();
                     let sent = data.clone();
                     let writer = tokio::spawn(async move {
                         wr.write_all(&sent).await.unwrap();
                         wr.shutdown().await.unwrap();
                     });
-                    let mut got = Vec::with_capacity(LEN);
-                    rd.read_to_end(&mut got).await.unwrap();
+                    let mut got = vec![0u8; len + 1];
+                    let mut n = 0;
+                    loop {
+                        let k = rd.read(&mut got[n..]).await.unwrap();
+                        if k == 0 {
+                            break;
+                        }
+                        n += k;
+                        echoed.fetch_add(k, Relaxed);
+                    }
                     writer.await.unwrap();
-                    assert!(got == data, "connection {i}: echo differs");
-                    got.len()
+                    assert!(got[..n] == data, "connection {i}: echo differs");
+                    done.fetch_add(1, Relaxed);
+                    n
                 })
             })
             .collect();
-        let mut total = 0;
-        for c in clients {
-            total += c.await.unwrap();
-        }
+        let all = async {
+            let mut total = 0;
+            for c in clients {
+                total += c.await.unwrap();
+            }
+            total
+        };
+        // A stall fails the test with what it saw, instead of hanging it.
+        let watchdog = async {
+            let (mut last, mut since) = (0, Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = echoed.load(Relaxed);
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() > Duration::from_secs(30) {
+                    panic!(
+                        "stalled 30 s: {} of {conns} connections done, {now} of {} bytes echoed",
+                        done.load(Relaxed),
+                        conns * len
+                    );
+                }
+            }
+        };
+        let total = tokio::select! {
+            t = all => t,
+            _ = watchdog => unreachable!(),
+        };
         server.await.unwrap();
-        assert_eq!(total, CONNS * LEN);
+        assert_eq!(total, conns * len);
     });
     let t = start.elapsed();
     println!(
-        "{CONNS} connections x {} MiB echoed in {t:.2?} ({:.0} MiB/s each way)",
-        LEN >> 20,
-        (CONNS * LEN) as f64 / (1 << 20) as f64 / t.as_secs_f64()
+        "{conns} connections x {} KiB echoed in {t:.2?} ({:.0} MiB/s each way)",
+        len >> 10,
+        (conns * len) as f64 / (1 << 20) as f64 / t.as_secs_f64()
     );
 }
 

@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::net::ToSocketAddrs;
 
-use super::{register, resolve, TcpStream};
+use super::{domain_of, register, resolve, TcpStream};
 use crate::{net, socket, Stack};
 
 /// A TCP listener in a stack, as `tokio::net::TcpListener`.
@@ -35,8 +35,8 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` in `stack` and listens (backlog 128); tries each address `addr`
-    /// resolves to until one works.
+    /// Binds to `addr` in `stack` and listens, with SO_REUSEADDR and a backlog of 1024 as
+    /// tokio's; tries each address `addr` resolves to until one works.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -50,7 +50,7 @@ impl TcpListener {
     pub async fn bind<A: ToSocketAddrs>(stack: &Stack, addr: A) -> io::Result<TcpListener> {
         let mut last = None;
         for a in resolve(addr).await? {
-            match net::TcpListener::bind(stack, a) {
+            match listen(stack, a) {
                 Ok(l) => return TcpListener::from_std(l),
                 Err(e) => last = Some(e),
             }
@@ -158,6 +158,16 @@ impl TcpListener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.get_ref().local_addr()
     }
+}
+
+/// A listening socket bound to `addr`, as tokio's `bind` makes it.
+fn listen(stack: &Stack, addr: SocketAddr) -> io::Result<net::TcpListener> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    let l = net::TcpListener::from(stack.socket(domain_of(&addr), ty, 0)?);
+    socket::set_opt(l.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    socket::bind(l.as_raw_fd(), addr)?;
+    socket::listen(l.as_raw_fd(), 1024)?;
+    Ok(l)
 }
 
 impl TryFrom<net::TcpListener> for TcpListener {
