@@ -774,7 +774,10 @@ impl<'a> Socket<'a> {
     /// The window scale offered in the SYN|ACK follows the new receive buffer.
     pub fn set_buffers(&mut self, rx_buffer: SocketBuffer<'a>, tx_buffer: SocketBuffer<'a>) {
         if !(self.rx_buffer.is_empty() && self.tx_buffer.is_empty())
-            || !matches!(self.state, State::Closed | State::Listen | State::SynReceived)
+            || !matches!(
+                self.state,
+                State::Closed | State::Listen | State::SynReceived
+            )
         {
             return;
         }
@@ -9941,7 +9944,10 @@ mod test {
                 ..SEND_TEMPL
             });
             s.send_slice(b"aaaBBBcccDDD").unwrap();
-            for (i, chunk) in [&b"aaa"[..], b"BBB", b"ccc", b"DDD"].into_iter().enumerate() {
+            for (i, chunk) in [&b"aaa"[..], b"BBB", b"ccc", b"DDD"]
+                .into_iter()
+                .enumerate()
+            {
                 recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
                     seq_number: LOCAL_SEQ + 1 + 3 * i,
                     ack_number: Some(REMOTE_SEQ + 1),
@@ -10065,13 +10071,16 @@ mod test {
             let mut s = socket_with_buffer_sizes(0, 0);
             s.listen(LISTEN_END).unwrap();
             s.pause_synack(true);
-            send!(s, TcpRepr {
-                control: TcpControl::Syn,
-                seq_number: REMOTE_SEQ,
-                ack_number: None,
-                window_scale: Some(0),
-                ..SEND_TEMPL
-            });
+            send!(
+                s,
+                TcpRepr {
+                    control: TcpControl::Syn,
+                    seq_number: REMOTE_SEQ,
+                    ack_number: None,
+                    window_scale: Some(0),
+                    ..SEND_TEMPL
+                }
+            );
             assert_eq!(s.state, State::SynReceived);
             assert!(s.synack_paused());
             recv_nothing!(s);

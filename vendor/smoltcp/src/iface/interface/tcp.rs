@@ -56,7 +56,10 @@ impl InterfaceInner {
                     found = Some(h);
                     break;
                 }
-                if !matches!(s.state(), crate::socket::tcp::State::Listen | crate::socket::tcp::State::SynReceived) {
+                if !matches!(
+                    s.state(),
+                    crate::socket::tcp::State::Listen | crate::socket::tcp::State::SynReceived
+                ) {
                     sockets.listeners.swap_remove(i);
                     continue;
                 }
