@@ -101,6 +101,12 @@ pub struct SocketSet<'a> {
     /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
     /// when its socket is touched or removed; egress and `poll_at` tolerate that.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+    /// vdestack: tests count the TCP segments that fell back to visiting every socket.
+    #[cfg(test)]
+    pub(crate) demux_scans: usize,
+    /// vdestack: tests count the sockets egress looked at.
+    #[cfg(test)]
+    pub(crate) egress_visits: usize,
 }
 
 impl<'a> SocketSet<'a> {
@@ -120,6 +126,10 @@ impl<'a> SocketSet<'a> {
             listeners: Vec::new(),
             last_reached: None,
             listen_ports: BTreeMap::new(),
+            #[cfg(test)]
+            demux_scans: 0,
+            #[cfg(test)]
+            egress_visits: 0,
         }
     }
 
