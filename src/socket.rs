@@ -284,10 +284,9 @@ pub fn send_to(fd: RawFd, buf: &[u8], to: Option<SocketAddr>, flags: i32) -> io:
         Some(a) => Some(udp::header(&a)),
         // A payload that looks like a header gets one meaning "the connected peer"; so does
         // an empty one (a bare empty message reads as the end of the pair).
-        None if buf.is_empty() || buf.starts_with(&udp::MAGIC) => Some(udp::header(&SocketAddr::new(
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
-            0,
-        ))),
+        None if buf.is_empty() || buf.starts_with(&udp::MAGIC) => Some(udp::header(
+            &SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        )),
         None => None,
     };
     let parts: Vec<&[u8]> = match &hdr {

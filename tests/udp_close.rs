@@ -89,8 +89,12 @@ fn ten_thousand_open_send_close_cycles_leave_the_engine_at_baseline() {
     assert_eq!(base_socks, 1, "the server alone");
     let mut buf = [0u8; 64];
     for i in 0..10_000u32 {
-        let c = UdpSocket::bind(&s, "0.0.0.0:0")
-            .unwrap_or_else(|e| panic!("cycle {i}: bind: {e} (engine holds {} sockets)", engine_socks(&s)));
+        let c = UdpSocket::bind(&s, "0.0.0.0:0").unwrap_or_else(|e| {
+            panic!(
+                "cycle {i}: bind: {e} (engine holds {} sockets)",
+                engine_socks(&s)
+            )
+        });
         c.send_to(&i.to_be_bytes(), "10.0.0.1:53").unwrap();
         drop(c);
         if i % 1000 == 999 {
@@ -106,7 +110,10 @@ fn ten_thousand_open_send_close_cycles_leave_the_engine_at_baseline() {
         (socks, fds) = (engine_socks(&s), open_fds());
     }
     assert_eq!(socks, base_socks, "engine sockets after 10,000 cycles");
-    assert!(fds <= base_fds, "fds after 10,000 cycles: {fds}, before: {base_fds}");
+    assert!(
+        fds <= base_fds,
+        "fds after 10,000 cycles: {fds}, before: {base_fds}"
+    );
 }
 
 #[test]
@@ -174,7 +181,12 @@ fn shutdown_wr_of_a_connected_udp_socket_fails_sends_but_keeps_receiving_as_on_l
     a.connect("10.0.0.1:7102").unwrap();
     b.connect("10.0.0.1:7101").unwrap();
     socket::shutdown(a.as_raw_fd(), libc::SHUT_WR).unwrap();
-    let send = errno(socket::send_to(a.as_raw_fd(), b"x", None, libc::MSG_NOSIGNAL));
+    let send = errno(socket::send_to(
+        a.as_raw_fd(),
+        b"x",
+        None,
+        libc::MSG_NOSIGNAL,
+    ));
     assert_eq!(send, ksend, "send after SHUT_WR");
     b.send(b"back").unwrap();
     assert_eq!(a.recv(&mut buf).unwrap(), 4, "still receives after SHUT_WR");
@@ -192,9 +204,12 @@ fn shutdown_wr_of_a_connected_udp_socket_fails_sends_but_keeps_receiving_as_on_l
 fn a_datagram_sent_just_before_close_still_goes_out_as_on_linux() {
     // Linux: sendto(2) hands the datagram over; close() right after does not take it back.
     let kserver = KernelUdp::bind("127.0.0.1:0").unwrap();
-    kserver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    kserver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let k = KernelUdp::bind("127.0.0.1:0").unwrap();
-    k.send_to(b"last words", kserver.local_addr().unwrap()).unwrap();
+    k.send_to(b"last words", kserver.local_addr().unwrap())
+        .unwrap();
     drop(k);
     let mut buf = [0u8; 64];
     assert_eq!(kserver.recv_from(&mut buf).unwrap().0, 10);
@@ -202,7 +217,8 @@ fn a_datagram_sent_just_before_close_still_goes_out_as_on_linux() {
     // Through the link, to a neighbor not resolved yet: the datagram waits for ARP.
     let a = stack("last");
     let b = Stack::new("mem://udpclose-last", None).unwrap();
-    b.cmd("ip link set vde0 up; ip addr add 10.0.0.2/24 dev vde0").unwrap();
+    b.cmd("ip link set vde0 up; ip addr add 10.0.0.2/24 dev vde0")
+        .unwrap();
     let server = UdpSocket::bind(&a, "10.0.0.1:5353").unwrap();
     for i in 0..20u8 {
         let c = UdpSocket::bind(&b, "0.0.0.0:0").unwrap();
@@ -210,7 +226,10 @@ fn a_datagram_sent_just_before_close_still_goes_out_as_on_linux() {
         drop(c);
     }
     vdestack::sys::set_nonblocking(server.as_raw_fd(), false).unwrap();
-    let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
     // SAFETY: a valid timeval of the size given, on an fd we own.
     let r = unsafe {
         libc::setsockopt(

@@ -152,7 +152,12 @@ impl Endings {
     /// When the stack must look at its endings again.
     pub fn next_at(&self) -> Option<Instant> {
         let fin = self.fin_timers.peek().map(|Reverse((at, _))| *at);
-        let rst = self.aborting.iter().chain(&self.flushing).map(|a| a.2).min();
+        let rst = self
+            .aborting
+            .iter()
+            .chain(&self.flushing)
+            .map(|a| a.2)
+            .min();
         fin.into_iter().chain(rst).min()
     }
 
