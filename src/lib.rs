@@ -30,6 +30,7 @@ mod engine;
 pub mod link;
 pub mod net;
 pub mod resolve;
+pub mod seal;
 pub mod socket;
 mod stack;
 #[doc(hidden)]
