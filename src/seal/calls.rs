@@ -87,13 +87,15 @@ impl Target {
     }
 
     /// Waits until `fd` has one of `events`; [`gone`] if the target stops waiting first
-    /// (a signal interrupted it, it died), checked every 100 ms.
+    /// (a signal interrupted it, it died), checked every 100 ms and once more when the fd
+    /// is ready: a connection or datagram is taken only for a target still waiting for it.
     fn wait(&self, fd: RawFd, events: i16) -> io::Result<()> {
         loop {
-            if sys::poll_one(fd, events, 100)? != 0 {
+            let ready = sys::poll_one(fd, events, 100)? != 0;
+            self.check()?;
+            if ready {
                 return Ok(());
             }
-            self.check()?;
         }
     }
 }
