@@ -340,3 +340,48 @@ sleep 0.5
         "only the unsealed run may reach the host:\n{host}\n{out}"
     );
 }
+
+#[test]
+fn a_signal_interrupts_a_trapped_accept_as_on_the_kernel() {
+    let dir = WorkDir::new();
+    let (out, _) = isolated(
+        &dir,
+        "signal",
+        r#"
+echo "kernel:"; "$PY" "$RAW" signal
+echo "sealed:"; "$V" run -- "$PY" "$RAW" signal
+"#,
+        &[],
+        Duration::from_secs(60),
+    );
+    let (kernel, sealed) = out.split_once("sealed:").expect("both ran");
+    let expect =
+        "signal: accept: Interrupted system call\nsignal: next accept got: after the signal";
+    assert!(kernel.contains(expect), "{out}");
+    assert!(sealed.contains(expect), "{out}");
+}
+
+/// Where the seal cannot be installed (here: inside a sealed run, whose filter already has a
+/// listener), `run` says so and goes on with LD_PRELOAD alone; `--seal` makes it an error.
+#[test]
+fn no_seal_available_is_said() {
+    let dir = WorkDir::new();
+    let (out, _) = isolated(
+        &dir,
+        "fallback",
+        r#"
+"$V" run -- "$V" run -- "$BB" echo inner ran 2> "$D/err1"; echo "status $?"
+"$V" run -- "$V" run --seal -- "$BB" echo inner ran 2> "$D/err2"; echo "status $?"
+echo "err1: $(grep -c 'vdestack: not sealed (installing the seccomp filter: Device or resource busy' "$D/err1")"
+echo "err2: $(grep -c 'cannot seal the program: installing the seccomp filter' "$D/err2")"
+"#,
+        &[("RUST_BACKTRACE", "0".into())],
+        Duration::from_secs(60),
+    );
+    assert!(has(&out, "inner ran"), "{out}");
+    assert_eq!(out.matches("inner ran").count(), 1, "{out}");
+    assert!(has(&out, "status 0"), "{out}");
+    assert!(has(&out, "status 1"), "{out}");
+    assert!(has(&out, "err1: 1"), "{out}");
+    assert!(has(&out, "err2: 1"), "{out}");
+}

@@ -6,9 +6,12 @@ rawsock.py families             socket(2) of families that reach a network, io_u
 rawsock.py forkserver PORT N    a server that forks a child per connection (N of them)
 rawsock.py client PORT MSG      connects, sends MSG, prints the answer
 rawsock.py threads              blocking accepts and connects in threads at once
+rawsock.py signal               a signal interrupts a blocking accept; the next gets the
+                                connection that came after
 """
 import ctypes
 import os
+import signal
 import socket
 import struct
 import sys
@@ -150,6 +153,25 @@ def main():
         send(c1, b"to first")
         t1.join(10)
         print("threads: first got:", got.get("first"), flush=True)
+    elif cmd == "signal":
+        signal.signal(signal.SIGALRM, lambda *a: None)
+        lfd = listener(7300)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        try:
+            accept(lfd)
+            print("signal: accept returned", flush=True)
+        except OSError as e:
+            print("signal: accept:", e.strerror, flush=True)
+        pid = os.fork()
+        if pid == 0:
+            threading.Event().wait(0.3)  # after the interrupted accept's worker has looked
+            c = tcp()
+            connect(c, 7300)
+            send(c, b"after the signal")
+            os._exit(0)
+        c, _ = accept(lfd)
+        print("signal: next accept got:", recv(c).decode(), flush=True)
+        os.waitpid(pid, 0)
 
 
 main()
