@@ -385,3 +385,48 @@ echo "err2: $(grep -c 'cannot seal the program: installing the seccomp filter' "
     assert!(has(&out, "err1: 1"), "{out}");
     assert!(has(&out, "err2: 1"), "{out}");
 }
+
+/// Builds a C program of tests/c statically (no LD_PRELOAD can catch it).
+fn static_c(name: &str) -> PathBuf {
+    let gcc = tool("gcc", "gcc");
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let out = Command::new(gcc)
+        .args(["-O2", "-static", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc -static failed (the static C library is in the Debian package libc6-dev):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+#[test]
+fn sendmmsg_and_recvmmsg_as_on_the_kernel() {
+    let prog = static_c("seal_mmsg");
+    let dir = WorkDir::new();
+    let (out, _) = isolated(
+        &dir,
+        "mmsg",
+        r#"
+"$P" > "$D/kernel"
+"$V" run -- "$P" > "$D/sealed"
+echo "kernel:"; cat "$D/kernel"; echo "sealed:"; cat "$D/sealed"
+"#,
+        &[("P", prog.into_os_string())],
+        Duration::from_secs(60),
+    );
+    let (kernel, sealed) = out.split_once("sealed:").expect("both ran");
+    let kernel = kernel.trim_start_matches("kernel:").trim();
+    assert!(kernel.contains("sendmmsg: 3, lengths 3 3 5"), "{out}");
+    assert_eq!(
+        kernel.matches("from the sender, name length 16").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(sealed.trim(), kernel, "{out}");
+}

@@ -44,14 +44,14 @@ pub fn gone() -> io::Error {
 }
 
 impl Target {
-    fn arg(&self, i: usize) -> u64 {
+    pub(super) fn arg(&self, i: usize) -> u64 {
         self.n.args[i]
     }
-    fn int(&self, i: usize) -> i32 {
+    pub(super) fn int(&self, i: usize) -> i32 {
         self.n.args[i] as i32
     }
     /// Fails with [`gone`] when the notification is no longer pending.
-    fn check(&self) -> io::Result<()> {
+    pub(super) fn check(&self) -> io::Result<()> {
         if self.lis.valid(self.n.id) {
             Ok(())
         } else {
@@ -64,11 +64,11 @@ impl Target {
         remote::read(self.n.tid, addr, buf)?;
         self.check()
     }
-    fn read_value<T: Copy>(&self, addr: u64) -> io::Result<T> {
+    pub(super) fn read_value<T: Copy>(&self, addr: u64) -> io::Result<T> {
         let v = remote::read_value(self.n.tid, addr)?;
         self.check().map(|_| v)
     }
-    fn read_addr(&self, addr: u64, len: u64) -> io::Result<SocketAddr> {
+    pub(super) fn read_addr(&self, addr: u64, len: u64) -> io::Result<SocketAddr> {
         let a = remote::read_addr(self.n.tid, addr, len);
         self.check()?;
         a
@@ -77,7 +77,7 @@ impl Target {
         self.check()?;
         remote::write(self.n.tid, addr, data)
     }
-    fn write_value<T: Copy>(&self, addr: u64, v: &T) -> io::Result<()> {
+    pub(super) fn write_value<T: Copy>(&self, addr: u64, v: &T) -> io::Result<()> {
         self.check()?;
         remote::write_value(self.n.tid, addr, v)
     }
@@ -89,7 +89,7 @@ impl Target {
     /// Waits until `fd` has one of `events`; [`gone`] if the target stops waiting first
     /// (a signal interrupted it, it died), checked every 100 ms and once more when the fd
     /// is ready: a connection or datagram is taken only for a target still waiting for it.
-    fn wait(&self, fd: RawFd, events: i16) -> io::Result<()> {
+    pub(super) fn wait(&self, fd: RawFd, events: i16) -> io::Result<()> {
         loop {
             let ready = sys::poll_one(fd, events, 100)? != 0;
             self.check()?;
@@ -101,7 +101,7 @@ impl Target {
 }
 
 /// Whether a data call on `fd` with `flags` should wait when it cannot go on at once.
-fn waits(fd: RawFd, flags: i32) -> bool {
+pub(super) fn waits(fd: RawFd, flags: i32) -> bool {
     flags & libc::MSG_DONTWAIT == 0 && !sys::is_nonblocking(fd)
 }
 
@@ -109,7 +109,7 @@ fn errno(e: i32) -> io::Error {
     sys::errno_err(e)
 }
 
-fn again(e: &io::Error) -> bool {
+pub(super) fn again(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN))
 }
 
@@ -175,15 +175,16 @@ pub fn on_stack_fd(t: Target, fd: OwnedFd) -> io::Result<Answer> {
         }
         libc::SYS_sendmsg => sendmsg(t, fd),
         libc::SYS_recvmsg => recvmsg(t, fd),
-        // sendmmsg/recvmmsg: on TCP, the kernel's own on the pair (no address to answer);
-        // on UDP, not handled yet.
+        // sendmmsg/recvmmsg: on TCP, the kernel's own on the pair (no address to answer).
         _ if stream(f) => Ok(Answer::Continue),
-        _ => Err(errno(libc::EOPNOTSUPP)),
+        libc::SYS_sendmmsg => super::mmsg::sendmmsg(t, fd),
+        libc::SYS_recvmmsg => super::mmsg::recvmmsg(t, fd),
+        _ => Ok(Answer::Continue),
     }
 }
 
 /// Whether a stack fd is a TCP one (a stream pair; UDP's is seqpacket).
-fn stream(fd: RawFd) -> bool {
+pub(super) fn stream(fd: RawFd) -> bool {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() == Some(libc::SOCK_STREAM)
 }
 
@@ -299,14 +300,14 @@ enum Out {
 
 /// The fields of a msghdr that matter here.
 #[derive(Clone, Copy)]
-struct MsgHdr {
-    name: u64,
-    namelen: u32,
-    iov: u64,
-    iovlen: u64,
+pub(super) struct MsgHdr {
+    pub name: u64,
+    pub namelen: u32,
+    pub iov: u64,
+    pub iovlen: u64,
 }
 
-fn read_msghdr(t: &Target, msg: u64) -> io::Result<MsgHdr> {
+pub(super) fn read_msghdr(t: &Target, msg: u64) -> io::Result<MsgHdr> {
     let m: libc::msghdr = t.read_value(msg)?;
     Ok(MsgHdr {
         name: m.msg_name as u64,
@@ -416,26 +417,71 @@ fn dgram_send(
 /// A receive on a stack fd with an address wanted (TCP: none is given), waiting for data
 /// as the fd says.
 fn recv(t: Target, fd: OwnedFd, out: Out, flags: i32) -> io::Result<Answer> {
-    let (iovs, cap) = match out {
-        Out::Buf { addr, len, .. } => (vec![(addr, len)], len),
-        Out::Msg { hdr, .. } => {
-            let iovs = remote::read_iovecs(t.n.tid, hdr.iov, hdr.iovlen)?;
-            t.check()?;
-            let cap = iovs.iter().map(|i| i.1).sum();
-            (iovs, cap)
-        }
-    };
-    let mut buf = vec![0u8; cap.min(MAX_DATA)];
+    let r = Receive::new(&t, fd.as_raw_fd(), out, flags)?;
+    let mut buf = vec![0u8; r.cap.min(MAX_DATA)];
     let f = fd.as_raw_fd();
-    let is_stream = stream(f);
-    let wants_name = match out {
-        Out::Buf { name, .. } => name != 0,
-        Out::Msg { hdr, .. } => hdr.name != 0,
-    };
-    let once = move |t: &Target, fd: RawFd, buf: &mut [u8]| -> io::Result<Answer> {
-        let (n, from) = if is_stream {
-            match sys::recv_vec(fd, &mut [buf], flags | libc::MSG_DONTWAIT) {
-                Ok(0) if cap > 0 => (vs::stream_eof(fd)?, None),
+    match r.once(&t, f, &mut buf) {
+        Err(e) if again(&e) && waits(f, flags) => Ok(Answer::Later(Box::new(move || loop {
+            t.wait(fd.as_raw_fd(), libc::POLLIN)?;
+            match r.once(&t, fd.as_raw_fd(), &mut buf) {
+                Err(e) if again(&e) => continue,
+                r => return r.map(|n| Answer::Value(n as i64)),
+            }
+        }))),
+        r => r.map(|n| Answer::Value(n as i64)),
+    }
+}
+
+/// One receive: where its data and address go, read from the target once.
+pub(super) struct Receive {
+    out: Out,
+    iovs: Vec<(u64, usize)>,
+    /// Room for data in all.
+    pub cap: usize,
+    is_stream: bool,
+    wants_name: bool,
+    flags: i32,
+}
+
+impl Receive {
+    fn new(t: &Target, fd: RawFd, out: Out, flags: i32) -> io::Result<Receive> {
+        let (iovs, cap) = match out {
+            Out::Buf { addr, len, .. } => (vec![(addr, len)], len),
+            Out::Msg { hdr, .. } => {
+                let iovs = remote::read_iovecs(t.n.tid, hdr.iov, hdr.iovlen)?;
+                t.check()?;
+                let cap = iovs.iter().map(|i| i.1).sum();
+                (iovs, cap)
+            }
+        };
+        let wants_name = match out {
+            Out::Buf { name, .. } => name != 0,
+            Out::Msg { hdr, .. } => hdr.name != 0,
+        };
+        Ok(Receive {
+            out,
+            iovs,
+            cap,
+            is_stream: stream(fd),
+            wants_name,
+            flags,
+        })
+    }
+
+    /// For the msghdr at `msg` (recvmmsg's entries).
+    pub(super) fn of_msg(t: &Target, fd: RawFd, msg: u64, flags: i32) -> io::Result<Receive> {
+        let hdr = read_msghdr(t, msg)?;
+        Receive::new(t, fd, Out::Msg { msg, hdr }, flags)
+    }
+
+    /// Takes what waits, without waiting (EAGAIN), and puts it into the target's memory;
+    /// returns the length, as the call would. `buf` is scratch room of at least `cap`
+    /// (up to MAX_DATA).
+    pub(super) fn once(&self, t: &Target, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        let flags = self.flags | libc::MSG_DONTWAIT;
+        let (n, from) = if self.is_stream {
+            match sys::recv_vec(fd, &mut [buf], flags) {
+                Ok(0) if self.cap > 0 => (vs::stream_eof(fd)?, None),
                 Ok(n) => (n, None),
                 Err(e) => {
                     if e.raw_os_error() == Some(libc::ECONNRESET) {
@@ -445,29 +491,19 @@ fn recv(t: Target, fd: OwnedFd, out: Out, flags: i32) -> io::Result<Answer> {
                 }
             }
         } else {
-            let (n, from) = vs::recv_from(fd, buf, flags | libc::MSG_DONTWAIT)?;
+            let (n, from) = vs::recv_from(fd, buf, flags)?;
             // A connected socket's datagrams come from its peer.
             let from = match from {
-                None if wants_name => Some(vs::peer_addr(fd)?),
+                None if self.wants_name => Some(vs::peer_addr(fd)?),
                 from => from,
             };
             (n, from)
         };
         let got = &buf[..n.min(buf.len())];
         t.check()?;
-        remote::scatter(t.n.tid, &iovs, got)?;
-        put_name(t, out, from)?;
-        Ok(Answer::Value(n as i64))
-    };
-    match once(&t, f, &mut buf) {
-        Err(e) if again(&e) && waits(f, flags) => Ok(Answer::Later(Box::new(move || loop {
-            t.wait(fd.as_raw_fd(), libc::POLLIN)?;
-            match once(&t, fd.as_raw_fd(), &mut buf) {
-                Err(e) if again(&e) => continue,
-                r => return r,
-            }
-        }))),
-        r => r,
+        remote::scatter(t.n.tid, &self.iovs, got)?;
+        put_name(t, self.out, from)?;
+        Ok(n)
     }
 }
 

@@ -23,6 +23,7 @@
 
 mod calls;
 pub mod filter;
+mod mmsg;
 mod notify;
 mod remote;
 mod supervisor;
