@@ -237,11 +237,6 @@ pub fn pidfd(tid: u32) -> io::Result<(OwnedFd, bool)> {
     }
 }
 
-/// Whether the thread or process of a pidfd has ended (it polls readable then).
-pub fn exited(pidfd: &OwnedFd) -> bool {
-    crate::sys::poll_one(pidfd.as_raw_fd(), libc::POLLIN, 0).is_ok_and(|r| r != 0)
-}
-
 /// The process a thread belongs to, from /proc (kernels without PIDFD_THREAD).
 fn tgid(tid: u32) -> io::Result<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;

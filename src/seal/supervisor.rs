@@ -2,7 +2,6 @@
 //! at once what needs no wait, and hands the rest to workers. Every notification gets an
 //! answer (a target waits for it), a panic included.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,13 +16,12 @@ use crate::Stack;
 /// `stack`.
 pub fn serve(lis: Arc<Listener>, stack: Stack) {
     let pool = Pool::default();
-    let mut pidfds = Pidfds::default();
     while let Ok(n) = lis.recv() {
         let t = Target {
             lis: lis.clone(),
             n,
         };
-        let r = catch_unwind(AssertUnwindSafe(|| decide(&t, &stack, &mut pidfds)))
+        let r = catch_unwind(AssertUnwindSafe(|| decide(&t, &stack)))
             .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EIO)));
         match r {
             Ok(Answer::Later(job)) => {
@@ -40,7 +38,7 @@ pub fn serve(lis: Arc<Listener>, stack: Stack) {
 }
 
 /// The answer to one notification.
-fn decide(t: &Target, stack: &Stack, pidfds: &mut Pidfds) -> io::Result<Answer> {
+fn decide(t: &Target, stack: &Stack) -> io::Result<Answer> {
     if t.n.nr == libc::SYS_socket {
         // The filter sends AF_INET and AF_INET6 only.
         let ty = t.n.args[1] as i32;
@@ -49,7 +47,7 @@ fn decide(t: &Target, stack: &Stack, pidfds: &mut Pidfds) -> io::Result<Answer> 
     }
     // Every other call the filter sends names an fd first. One we cannot take (closed:
     // EBADF) is the kernel's to answer.
-    let Ok(fd) = pidfds.take(t, t.n.args[0] as i32) else {
+    let Ok(fd) = take(t, t.n.args[0] as i32) else {
         return Ok(Answer::Continue);
     };
     if !crate::socket::is_stack_fd(fd.as_raw_fd()) {
@@ -84,41 +82,15 @@ fn finish(lis: &Listener, id: u64, r: io::Result<Answer>) {
     }
 }
 
-/// Pidfds of the target's threads, kept while the thread lives (Linux 6.9's thread
-/// pidfds: a thread's pidfd cannot come to name another thread). Without those, a pidfd of
-/// the process is opened per call.
-#[derive(Default)]
-struct Pidfds {
-    map: HashMap<u32, OwnedFd>,
-}
-
-/// Past this many cached pidfds, those of threads that ended are dropped.
-const PIDFDS_KEPT: usize = 1024;
-
-impl Pidfds {
-    /// A copy of the target's fd `fd`.
-    fn take(&mut self, t: &Target, fd: i32) -> io::Result<OwnedFd> {
-        let tid = t.n.tid;
-        if let Some(p) = self.map.get(&tid) {
-            match notify::take_fd(p, fd) {
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                    self.map.remove(&tid);
-                }
-                r => return r,
-            }
-        }
-        let (p, thread) = notify::pidfd(tid)?;
-        // The tid was the caller's when the pidfd was opened.
-        if !t.lis.valid(t.n.id) {
-            return Err(calls::gone());
-        }
-        let r = notify::take_fd(&p, fd);
-        if thread {
-            if self.map.len() >= PIDFDS_KEPT {
-                self.map.retain(|_, p| !notify::exited(p));
-            }
-            self.map.insert(tid, p);
-        }
-        r
+/// A copy of the target's fd `fd`, through a pidfd of the calling thread opened for this
+/// call. (Keeping pidfds would save two syscalls a call, but a pidfd kept for a thread that
+/// ended holds an fd of this process until it is noticed: the process-tree soak saw one
+/// per process started.)
+fn take(t: &Target, fd: i32) -> io::Result<OwnedFd> {
+    let (p, _) = notify::pidfd(t.n.tid)?;
+    // The tid was the caller's when the pidfd was opened.
+    if !t.lis.valid(t.n.id) {
+        return Err(calls::gone());
     }
+    notify::take_fd(&p, fd)
 }

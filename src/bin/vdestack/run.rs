@@ -90,6 +90,11 @@ pub fn run(a: RunArgs) -> Result<i32> {
                 // SAFETY: the hook makes raw syscalls only (no allocation, no lock), as a
                 // child of a threaded process must between fork and exec.
                 unsafe { cmd.pre_exec(s.child_hook()) };
+                // Yama's ptrace_scope 1 lets the supervisor read only its descendants'
+                // fds and memory: a program that daemonizes stays one, reparented here
+                // rather than to init. (Its zombies wait for this process to end.)
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
                 let attached = Stack::attach(stack.ctl().clone(), stack.id());
                 supervision = Some(s.supervise(attached).context("starting the supervisor")?);
             }
