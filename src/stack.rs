@@ -139,6 +139,38 @@ impl Stack {
 }
 
 impl Stack {
+    /// Captures the frames of the stack's link, both ways, into the file at `path` (created
+    /// or truncated), in pcapng format: `tcpdump -r FILE` and Wireshark read it. Each frame
+    /// has its time, length and direction; a frame the link dropped (an impairment's loss, a
+    /// full link, a link without carrier) is still written, with a comment that says why
+    /// (Wireshark shows it, `tshark -Y frame.comment` finds it). A capture under way is
+    /// replaced; it ends with the stack or at [`Stack::stop_capture`]. The loopback is not
+    /// captured. The same as the command `capture FILE` (see [`Stack::cmd`]).
+    ///
+    /// The file is opened by the process whose engine runs the stack (this one, unless the
+    /// stack was attached from another process); a relative path is made absolute here.
+    pub fn capture(&self, path: impl AsRef<std::path::Path>) -> io::Result<()> {
+        let path = std::path::absolute(path)?;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: a capture file's path is UTF-8 with no ';' or newline", path.display()),
+            )
+        };
+        let p = path.to_str().ok_or_else(bad)?;
+        if p.contains([';', '\n']) {
+            return Err(bad());
+        }
+        self.cmd_output(&format!("capture {p}"))
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
+    /// Ends the capture [`Stack::capture`] started, writing out what it holds.
+    pub fn stop_capture(&self) -> io::Result<()> {
+        self.cmd_output("capture off").map(drop).map_err(io::Error::other)
+    }
+
     /// Waits (at most `limit`) until no TCP connection of the stack still owes the network
     /// bytes or a FIN, as the kernel keeps sending for a process that exited: `vdestack run`
     /// calls it when the program ends, before the stack goes. Returns whether it got there.

@@ -7,6 +7,7 @@
 //! what the kernel would refuse, 255 for bad usage, 127 for an unknown program) and message
 //! are the result.
 
+mod capture;
 mod parse;
 
 use std::fmt;
@@ -136,6 +137,14 @@ pub enum Command {
     },
     /// `nameserver ADDR...` (also `dns`): the stack's resolvers.
     Nameservers(Vec<IpAddr>),
+    /// `capture [dev DEV] FILE`: writes the link's frames, both ways, into FILE (pcapng,
+    /// which tcpdump and Wireshark read), replacing any capture under way; `capture off`
+    /// stops it. The engine's process opens FILE.
+    Capture {
+        dev: Option<String>,
+        /// None: stop.
+        file: Option<String>,
+    },
     /// `ss -s`: a summary of the stack's sockets, and how full the engine's tables for it
     /// are (a last line of vdestack's own, to check that nothing grows).
     SocketSummary,

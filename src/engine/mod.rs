@@ -5,6 +5,7 @@
 //! (frames, bytes from applications, requests) and by each stack's next smoltcp deadline;
 //! an idle engine sleeps in epoll with no timeout.
 
+mod capture;
 mod conf;
 mod ctl;
 pub mod device;

@@ -40,6 +40,12 @@ pub trait Link {
     /// engine keeps it and stops transmitting until [`Link::poll_fd`] is writable, as a NIC
     /// with a full ring would. Other errors drop the frame.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// What the link did to the last frame [`Link::send`] took, when it did more than send
+    /// it (an impairment dropped, duplicated or corrupted it): a packet capture marks the
+    /// frame with it. Asked only while a capture is under way.
+    fn last_send_note(&self) -> Option<&'static str> {
+        None
+    }
     /// Tells the link the stack's addresses on it, whenever they change. A link that knows
     /// its members' addresses (mem://) delivers an ARP request only to the address's owner.
     fn set_addrs(&mut self, _addrs: &[std::net::IpAddr]) {}

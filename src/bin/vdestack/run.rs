@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// (also mac=, mtu=; repeatable).
     #[arg(long)]
     conf: Vec<String>,
+    /// Capture the link's frames, both ways, into FILE (pcapng: tcpdump -r FILE, Wireshark),
+    /// from before the configuration (a DHCP exchange included) until the stack ends.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     program: Vec<String>,
@@ -39,6 +43,11 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let net = a.net.as_deref().unwrap_or("");
     let stack =
         Stack::new(net, Some(&a.iface)).with_context(|| format!("creating a stack on {net:?}"))?;
+    if let Some(p) = &a.pcap {
+        stack
+            .capture(p)
+            .with_context(|| format!("--pcap {}", p.display()))?;
+    }
     let mut cmds: Vec<String> = Vec::new();
     for c in &a.conf {
         cmds.push(conf_to_cmds(c, &a.iface)?);
