@@ -28,6 +28,8 @@ pub mod config;
 pub mod control;
 mod engine;
 pub mod link;
+#[doc(hidden)]
+pub mod log;
 pub mod net;
 pub mod resolve;
 pub mod socket;

@@ -154,7 +154,10 @@ impl Stack {
         let bad = || {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: a capture file's path is UTF-8 with no ';' or newline", path.display()),
+                format!(
+                    "{}: a capture file's path is UTF-8 with no ';' or newline",
+                    path.display()
+                ),
             )
         };
         let p = path.to_str().ok_or_else(bad)?;
@@ -168,7 +171,9 @@ impl Stack {
 
     /// Ends the capture [`Stack::capture`] started, writing out what it holds.
     pub fn stop_capture(&self) -> io::Result<()> {
-        self.cmd_output("capture off").map(drop).map_err(io::Error::other)
+        self.cmd_output("capture off")
+            .map(drop)
+            .map_err(io::Error::other)
     }
 
     /// Waits (at most `limit`) until no TCP connection of the stack still owes the network

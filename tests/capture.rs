@@ -80,8 +80,10 @@ fn frames(file: &Path) -> Vec<Frame> {
 }
 
 fn up(s: &Stack, ip: &str) {
-    s.cmd(&format!("ip link set vde0 up; ip addr add {ip}/24 dev vde0"))
-        .unwrap();
+    s.cmd(&format!(
+        "ip link set vde0 up; ip addr add {ip}/24 dev vde0"
+    ))
+    .unwrap();
 }
 
 /// The handshake, the data and both FINs of a known connection, as tcpdump reads them from
@@ -114,10 +116,7 @@ fn a_connection_reads_back_with_tcpdump() {
     let text = tcpdump(&file, &["tcp"]);
     let cli = format!("10.0.0.2.{port} > 10.0.0.1.80:");
     let srv = format!("10.0.0.1.80 > 10.0.0.2.{port}:");
-    let has = |from: &str, what: &str| {
-        text.lines()
-            .any(|l| l.contains(from) && l.contains(what))
-    };
+    let has = |from: &str, what: &str| text.lines().any(|l| l.contains(from) && l.contains(what));
     assert!(has(&cli, "Flags [S], seq"), "no SYN:\n{text}");
     assert!(has(&srv, "Flags [S.], seq"), "no SYN|ACK:\n{text}");
     assert!(has(&cli, "length 14"), "no 14 bytes of data:\n{text}");
@@ -215,9 +214,16 @@ fn the_capture_command() {
     let a = Stack::new("mem://capture-cmd", None).unwrap();
     up(&a, "10.0.0.1");
     let e = a.cmd("capture dev eth9 /tmp/x").unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (1, "Cannot find device \"eth9\""));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (1, "Cannot find device \"eth9\"")
+    );
     let e = a.cmd("capture /nonexistent-dir/x.pcapng").unwrap_err();
-    assert!(e.message.starts_with("capture: /nonexistent-dir/x.pcapng: "), "{e}");
+    assert!(
+        e.message
+            .starts_with("capture: /nonexistent-dir/x.pcapng: "),
+        "{e}"
+    );
     assert_eq!(a.cmd("capture").unwrap_err().status, 255);
     let lo = Stack::new("", None).unwrap();
     assert_eq!(lo.cmd("capture /tmp/x").unwrap_err().status, 1);
@@ -235,6 +241,9 @@ fn the_capture_command() {
     a.cmd("capture off").unwrap();
     assert!(frames(&first).is_empty());
     let text = tcpdump(&second, &[]);
-    assert!(text.contains("10.0.0.2.") && text.contains("> 10.0.0.1.7: UDP"), "{text}");
+    assert!(
+        text.contains("10.0.0.2.") && text.contains("> 10.0.0.1.7: UDP"),
+        "{text}"
+    );
     drop(a);
 }

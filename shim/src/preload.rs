@@ -35,8 +35,9 @@ static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
     crate::guard((), || {
+        vdestack::log::init_from_env();
         if let Err(e) = from_env() {
-            eprintln!("libvdestack: {e}");
+            tracing::error!("the stack from the environment: {e}");
         }
     })
 }
@@ -53,7 +54,7 @@ fn from_env() -> io::Result<()> {
             .is_none()
         {
             // Still attached: calls on fds this process holds work; the others say EACCES.
-            eprintln!("libvdestack: {ENV_CTL} without a valid {ENV_KEY}: the stack will refuse most calls");
+            tracing::warn!("{ENV_CTL} without a valid {ENV_KEY}: the stack will refuse most calls");
         }
         // Connections show the key the environment gives for this engine.
         set_default(Some(Stack::attach(Ctl::from_name(ctl.into_bytes()), id)));

@@ -9,9 +9,15 @@ const USAGE: &str = "usage: capture [dev DEV] { FILE | off }";
 pub fn parse(cmd: &str) -> Result<Command, CmdError> {
     let mut rest = cmd.trim();
     // The program's name (`capture`, or a path to it).
-    rest = rest.split_once(char::is_whitespace).map_or("", |(_, r)| r).trim_start();
+    rest = rest
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, r)| r)
+        .trim_start();
     let mut dev = None;
-    if let Some(after) = rest.strip_prefix("dev").filter(|r| r.starts_with(char::is_whitespace)) {
+    if let Some(after) = rest
+        .strip_prefix("dev")
+        .filter(|r| r.starts_with(char::is_whitespace))
+    {
         let after = after.trim_start();
         let (d, r) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
         if d.is_empty() {
@@ -44,12 +50,18 @@ mod tests {
 
     #[test]
     fn forms() {
-        assert_eq!(parse("capture /tmp/a.pcapng").unwrap(), cap(None, Some("/tmp/a.pcapng")));
+        assert_eq!(
+            parse("capture /tmp/a.pcapng").unwrap(),
+            cap(None, Some("/tmp/a.pcapng"))
+        );
         assert_eq!(
             parse("capture dev vde0 /tmp/my file.pcapng ").unwrap(),
             cap(Some("vde0"), Some("/tmp/my file.pcapng"))
         );
-        assert_eq!(parse("capture dev vde0 off").unwrap(), cap(Some("vde0"), None));
+        assert_eq!(
+            parse("capture dev vde0 off").unwrap(),
+            cap(Some("vde0"), None)
+        );
         assert_eq!(parse("capture off").unwrap(), cap(None, None));
         // A file called `device` is a file, not a keyword.
         assert_eq!(parse("capture device").unwrap(), cap(None, Some("device")));

@@ -82,7 +82,11 @@ impl Capture {
     pub fn start(file: File, ifname: &str, medium: Medium) -> io::Result<Capture> {
         let mut out = BufWriter::with_capacity(64 * 1024, file);
         let mut shb = Block(Vec::new());
-        shb.u32(0x1A2B_3C4D).u16(1).u16(0).u32(u32::MAX).u32(u32::MAX);
+        shb.u32(0x1A2B_3C4D)
+            .u16(1)
+            .u16(0)
+            .u32(u32::MAX)
+            .u32(u32::MAX);
         shb.opt(SHB_USERAPPL, b"vdestack").u32(OPT_END as u32);
         shb.write(SHB, &mut out)?;
         let linktype = match medium {

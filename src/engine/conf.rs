@@ -108,7 +108,10 @@ fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<Option<u32
 fn capture(st: &mut NetStack, dev: Option<&str>, file: Option<&str>) -> Result<(), CmdError> {
     let dev = dev.unwrap_or(&st.ifname).to_string();
     if dev == "lo" {
-        return Err(CmdError::new(1, "capture: lo is not captured (only the link)"));
+        return Err(CmdError::new(
+            1,
+            "capture: lo is not captured (only the link)",
+        ));
     }
     check_dev(st, &dev)?;
     let f = match file {

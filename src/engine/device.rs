@@ -122,7 +122,6 @@ pub struct LinkTx<'a>(
     Option<&'a mut Capture>,
 );
 
-
 impl phy::RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {

@@ -350,7 +350,7 @@ impl NetStack {
     /// Writes out the captured frames; a capture that cannot be written ends.
     fn flush_capture(&mut self) {
         if let Some(Err(e)) = self.capture.as_mut().map(|c| c.flush()) {
-            eprintln!("vdestack: stack {}: packet capture stopped: {e}", self.id);
+            tracing::warn!(stack = self.id, "packet capture stopped: {e}");
             self.capture = None;
         }
     }
@@ -363,7 +363,7 @@ impl NetStack {
         for fd in [link.poll_fd(), link.hup_fd()].into_iter().flatten() {
             let fd = &mut mio::unix::SourceFd(&fd);
             if let Err(e) = registry.register(fd, mio::Token(t), mio::Interest::READABLE) {
-                eprintln!("vdestack: stack {}: cannot watch the link: {e}", self.id);
+                tracing::error!(stack = self.id, "cannot watch the link: {e}");
             }
         }
     }
@@ -383,8 +383,11 @@ impl NetStack {
         drop(changed.left);
         self.link_wr = false;
         self.link_rd = true;
-        if let Some(news) = changed.news {
-            eprintln!("vdestack: stack {}: {news}", self.id);
+        let carrier = link.carrier();
+        match changed.news {
+            Some(news) if carrier => tracing::info!(stack = self.id, carrier, "link: {news}"),
+            Some(news) => tracing::warn!(stack = self.id, carrier, "link: {news} (NO-CARRIER)"),
+            None => tracing::debug!(stack = self.id, carrier, "link opened"),
         }
         self.watch_link(registry);
     }

@@ -346,6 +346,9 @@ impl Impair {
             (2, _) => Some("duplicated by the link's impairments"),
             _ => None,
         };
+        if let Some(note) = self.last {
+            tracing::debug!(len, "frame {note}");
+        }
         out
     }
 
