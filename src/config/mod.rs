@@ -52,6 +52,13 @@ impl fmt::Display for CmdError {
 
 impl std::error::Error for CmdError {}
 
+/// As an `io::Error` (kind `Other`), for `?` in functions that return `io::Result`.
+impl From<CmdError> for std::io::Error {
+    fn from(e: CmdError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+}
+
 /// Which address families a command is about (`-4`, `-6`, `-f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
