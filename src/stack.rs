@@ -40,10 +40,17 @@ impl Stack {
             vnl: vnl.to_string(),
             ifname: ifname.unwrap_or("vde0").to_string(),
         };
-        match ctl
-            .call(&req)
-            .map_err(|e| io::Error::new(e.kind(), format!("{vnl:?}: {e}")))?
-        {
+        let named = |e: io::Error| {
+            let fix = e
+                .raw_os_error()
+                .and_then(|n| crate::link::hint::fix(vnl, n));
+            let msg = match fix {
+                Some(fix) => format!("{vnl:?}: {e}: {fix}"),
+                None => format!("{vnl:?}: {e}"),
+            };
+            io::Error::new(e.kind(), msg)
+        };
+        match ctl.call(&req).map_err(named)? {
             Reply::Stack(id) => Ok(Stack {
                 ctl,
                 id,

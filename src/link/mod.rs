@@ -2,6 +2,7 @@
 //! [`crate::Stack::new`]: a vdeplug4 locator, `tap://NAME`, `tun://NAME`, `mem://NAME` (with
 //! netem-like impairments: `mem://NAME[loss=2%/delay=5ms]`), or nothing at all (loopback only).
 
+pub mod hint;
 pub mod impair;
 pub mod mem;
 pub mod pending;
