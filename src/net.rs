@@ -2,6 +2,26 @@
 //!
 //! Each wraps the stack fd; data moves by plain read/write on it, so the fds also work with
 //! poll/epoll and async runtimes (register them as any nonblocking fd).
+//!
+//! ```
+//! use vdestack::{net::UdpSocket, Stack};
+//! let a = Stack::new("mem://doc-net", None)?;
+//! let b = Stack::new("mem://doc-net", None)?;
+//! a.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")?;
+//! b.cmd("ip link set vde0 up; ip addr add 10.0.0.2/24 dev vde0")?;
+//! let server = UdpSocket::bind(&a, "10.0.0.1:53")?;
+//! let client = UdpSocket::bind(&b, "0.0.0.0:0")?;
+//! client.send_to(b"query", "10.0.0.1:53")?;
+//! let mut buf = [0; 16];
+//! let (n, from) = server.recv_from(&mut buf)?;
+//! assert_eq!((&buf[..n], from.ip().to_string().as_str()), (&b"query"[..], "10.0.0.2"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The types have std's traits: the fd traits (`AsFd`, `AsRawFd`, `IntoRawFd`,
+//! `FromRawFd`, `From<OwnedFd>`, `OwnedFd: From<_>`), a `Debug` with the addresses, and
+//! `TryFrom` the matching `std::net` type, which takes a stack's socket (a program run with
+//! libvdestack.so preloaded makes its std sockets in its stack) and gives any other back.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};

@@ -50,7 +50,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    vdestack::log::init_from_env();
+    vdestack::internal::log::init_from_env();
     match Cli::parse().cmd {
         Cmd::Demo { mb, net } => demo(mb, &net),
         Cmd::Run(args) => std::process::exit(run::run(args)?),

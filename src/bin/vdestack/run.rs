@@ -92,8 +92,8 @@ pub fn run(a: RunArgs) -> Result<i32> {
         )
         .env("VDESTACK_STACK", stack.id().to_string())
         .env(
-            vdestack::control::key::ENV_KEY,
-            vdestack::control::key::to_hex(&key),
+            vdestack::internal::control::key::ENV_KEY,
+            vdestack::internal::control::key::to_hex(&key),
         )
         .env_remove("VDESTACK_NET")
         .status()
