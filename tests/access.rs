@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use programs::{python3, tool, Proc, WorkDir};
 use vdestack::internal::control::proto::{Reply, Request};
-use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::internal::sys;
+use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::Stack;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -445,7 +445,13 @@ fn well_behaved(s: &Stack, calls: usize, limit: Duration) -> Duration {
     for i in 0..calls {
         let t = Instant::now();
         let fd = s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
-        vdestack::internal::socket::set_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        vdestack::internal::socket::set_opt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+        )
+        .unwrap();
         vdestack::internal::socket::local_addr(fd.as_raw_fd()).unwrap();
         slowest = slowest.max(t.elapsed());
         assert!(
@@ -681,8 +687,11 @@ fn squatted_names_do_not_stop_sockets() {
     for next in id + 1..=id + 64 {
         for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
             let fd = sys::unix_socket(ty).unwrap();
-            sys::bind_abstract(fd.as_raw_fd(), &vdestack::internal::control::sock_name(&engine, next))
-                .unwrap();
+            sys::bind_abstract(
+                fd.as_raw_fd(),
+                &vdestack::internal::control::sock_name(&engine, next),
+            )
+            .unwrap();
             squats.push(fd);
         }
     }

@@ -190,7 +190,9 @@ fn frames_an_impairment_dropped_are_marked() {
     }
     std::thread::sleep(Duration::from_millis(100));
     a.stop_capture().unwrap();
-    let lost = vdestack::internal::link::impair::counts("capture-loss").unwrap().lost;
+    let lost = vdestack::internal::link::impair::counts("capture-loss")
+        .unwrap()
+        .lost;
     let fr = frames(&file);
     let dropped: Vec<&Frame> = fr
         .iter()

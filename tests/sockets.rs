@@ -8,8 +8,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::internal::socket;
+use vdestack::net::{TcpListener, TcpStream, UdpSocket};
 use vdestack::Stack;
 
 /// Fork tests hold this for writing while a child lives: a child holds copies of every fd

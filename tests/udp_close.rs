@@ -8,8 +8,8 @@ use std::net::UdpSocket as KernelUdp;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use vdestack::net::UdpSocket;
 use vdestack::internal::socket;
+use vdestack::net::UdpSocket;
 use vdestack::Stack;
 
 fn errno(r: io::Result<usize>) -> Result<usize, i32> {
@@ -151,7 +151,8 @@ fn an_empty_datagram_on_a_connected_socket_is_delivered_as_on_linux() {
 #[test]
 fn so_type_says_sock_dgram_as_on_linux() {
     let k = KernelUdp::bind("127.0.0.1:0").unwrap();
-    let kt = vdestack::internal::sys::getsockopt_int(k.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE);
+    let kt =
+        vdestack::internal::sys::getsockopt_int(k.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE);
     assert_eq!(kt.unwrap(), libc::SOCK_DGRAM);
     let s = stack("sotype");
     let u = UdpSocket::bind(&s, "10.0.0.1:0").unwrap();

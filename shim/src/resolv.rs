@@ -273,11 +273,12 @@ pub unsafe extern "C" fn getnameinfo(
             return r;
         }
         // SAFETY: sa has salen bytes, as the caller promises.
-        let name = unsafe { vdestack::internal::sys::sockaddr_to_std(sa, salen as usize) }.and_then(|a| {
-            resolve::hosts_names(vdestack::internal::sys::unmap(a.ip()))
-                .into_iter()
-                .next()
-        });
+        let name = unsafe { vdestack::internal::sys::sockaddr_to_std(sa, salen as usize) }
+            .and_then(|a| {
+                resolve::hosts_names(vdestack::internal::sys::unmap(a.ip()))
+                    .into_iter()
+                    .next()
+            });
         match name {
             Some(n) if n.len() < hostlen as usize => {
                 // SAFETY: host has hostlen bytes; n and its NUL fit.

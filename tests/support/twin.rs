@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use vdestack::net::{TcpListener, TcpStream};
 use vdestack::internal::socket;
+use vdestack::net::{TcpListener, TcpStream};
 use vdestack::Stack;
 
 /// Fork tests hold this for writing while a child lives (the child holds a copy of every fd
