@@ -217,41 +217,249 @@ fn no_error_pending(fd: RawFd) -> bool {
         && sys::poll_one(fd, libc::POLLRDHUP, 0).is_ok_and(|r| r == 0)
 }
 
+/// The most iovecs a message may have (UIO_MAXIOV): more is EMSGSIZE, as on Linux.
+pub const MAX_IOV: usize = 1024;
+
+/// The largest datagram a pair carries: a UDP payload and its address header.
+const MAX_DGRAM: usize = 65536 + udp::HEADER;
+
 /// Sends one datagram; `to` None sends to the connected peer. Blocks as the fd says, or not
 /// when `flags` has MSG_DONTWAIT.
 pub fn send_to(fd: RawFd, buf: &[u8], to: Option<SocketAddr>, flags: i32) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec describes `buf`, which the kernel only reads.
+    unsafe { send_dgram(fd, &[iov], to, flags) }
+}
+
+/// Sends the buffers `iov` describes as one datagram (sendmsg(2) on a stack UDP socket).
+///
+/// # Safety
+/// As sendmsg(2): each iovec is the caller's; the kernel reads them and answers EFAULT where
+/// it cannot. Only a payload's first 4 bytes are read here (to tell it from a header).
+pub unsafe fn send_dgram(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    to: Option<SocketAddr>,
+    flags: i32,
+) -> io::Result<usize> {
+    if iov.len() > MAX_IOV {
+        return Err(sys::errno_err(libc::EMSGSIZE));
+    }
     let hdr = match to {
         Some(a) => Some(udp::header(&a)),
         // A payload that looks like a header gets one meaning "the connected peer".
-        None if buf.starts_with(&udp::MAGIC) => Some(udp::header(&SocketAddr::new(
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
-            0,
-        ))),
+        // SAFETY: as the caller promises.
+        None if unsafe { gather(iov, 0, udp::MAGIC.len()) } == udp::MAGIC => Some(udp::header(
+            &SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        )),
         None => None,
     };
-    let parts: Vec<&[u8]> = match &hdr {
-        Some(h) => vec![h.as_slice(), buf],
-        None => vec![buf],
+    let Some(h) = hdr else {
+        // SAFETY: the caller's iovecs, as sendmsg(2) takes them.
+        return unsafe { sys::send_iov(fd, iov, flags) };
     };
-    let n = sys::send_vec(fd, &parts, flags)?;
-    Ok(n.saturating_sub(if hdr.is_some() { udp::HEADER } else { 0 }))
+    let mut all = Vec::with_capacity(iov.len() + 1);
+    all.push(libc::iovec {
+        iov_base: h.as_ptr() as *mut _,
+        iov_len: h.len(),
+    });
+    let joined;
+    if iov.len() < MAX_IOV {
+        all.extend_from_slice(iov);
+    } else {
+        // No room for the header's iovec: join the payload (which fits in a datagram).
+        let total = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
+        if total > MAX_DGRAM {
+            return Err(sys::errno_err(libc::EMSGSIZE));
+        }
+        // SAFETY: as the caller promises.
+        joined = unsafe { gather(iov, 0, total) };
+        all.push(libc::iovec {
+            iov_base: joined.as_ptr() as *mut _,
+            iov_len: joined.len(),
+        });
+    }
+    // SAFETY: the header, and the caller's iovecs or our copy of them.
+    let n = unsafe { sys::send_iov(fd, &all, flags) }?;
+    Ok(n.saturating_sub(udp::HEADER))
 }
 
-/// Receives one datagram into `buf`; returns its length (truncated to `buf`, as MSG_TRUNC
-/// is not asked) and where it came from, if the datagram says (unconnected sockets).
+/// Receives one datagram into `buf`: returns its length, or with MSG_TRUNC in `flags` its
+/// full length (as recv(2) does), and where it came from if the datagram says (unconnected
+/// sockets).
 pub fn recv_from(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<(usize, Option<SocketAddr>)> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec describes `buf`, writable.
+    let d = unsafe { recv_dgram(fd, &[iov], flags) }?;
+    Ok((d.returned(flags), d.from))
+}
+
+/// One datagram taken by [`recv_dgram`].
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram {
+    /// Bytes stored in the buffers.
+    pub stored: usize,
+    /// The datagram's length (more than `stored` when the buffers were short).
+    pub len: usize,
+    /// Its sender, when the datagram says (those of unconnected sockets).
+    pub from: Option<SocketAddr>,
+}
+
+impl Datagram {
+    /// Whether the buffers were too short for it (MSG_TRUNC in msg_flags).
+    pub fn truncated(&self) -> bool {
+        self.len > self.stored
+    }
+
+    /// What recv(2) returns for it: the full length when `flags` has MSG_TRUNC.
+    pub fn returned(&self, flags: i32) -> usize {
+        if flags & libc::MSG_TRUNC != 0 {
+            self.len
+        } else {
+            self.stored
+        }
+    }
+}
+
+/// Receives one datagram into the buffers `iov` describes (recvmsg(2) on a stack UDP
+/// socket). `flags` as recvmsg(2): MSG_PEEK, MSG_DONTWAIT, MSG_TRUNC (which only changes
+/// what [`Datagram::returned`] says), ...
+///
+/// The pair is read with a 24-byte iovec in front for the address header that the
+/// datagrams of an unconnected socket carry; a bare datagram (a connected socket's) lands
+/// partly there and is moved into place.
+///
+/// # Safety
+/// As recvmsg(2): each iovec is the caller's; the kernel writes them and answers EFAULT where
+/// it cannot. Here only bytes below the returned `stored` are written.
+pub unsafe fn recv_dgram(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Result<Datagram> {
+    if iov.len() > MAX_IOV {
+        return Err(sys::errno_err(libc::EMSGSIZE));
+    }
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        // No errors are ever queued on a stack socket: as an empty queue.
+        return Err(sys::errno_err(libc::EAGAIN));
+    }
+    let cap = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
     let mut hdr = [0u8; udp::HEADER];
-    let n = sys::recv_vec(fd, &mut [&mut hdr[..], buf], flags)?;
-    if n >= udp::HEADER && hdr[..4] == udp::MAGIC {
-        return Ok((n - udp::HEADER, udp::parse_header(&hdr)));
+    let mut all = Vec::with_capacity(iov.len() + 1);
+    all.push(libc::iovec {
+        iov_base: hdr.as_mut_ptr() as *mut _,
+        iov_len: hdr.len(),
+    });
+    let mut joined = Vec::new();
+    if iov.len() < MAX_IOV {
+        all.extend_from_slice(iov);
+    } else {
+        // No room for the header's iovec: receive into a copy, scattered below.
+        joined = vec![0u8; cap.min(MAX_DGRAM)];
+        all.push(libc::iovec {
+            iov_base: joined.as_mut_ptr() as *mut _,
+            iov_len: joined.len(),
+        });
     }
-    // No header: bare payload, split across `hdr` and `buf`; put it together in `buf`.
-    let head = n.min(udp::HEADER);
-    let len = n.min(buf.len());
-    if len > head {
-        buf.copy_within(0..len - head, head);
+    // With MSG_TRUNC the pair says the datagram's full length.
+    // SAFETY: our header buffer and the caller's iovecs (or our copy).
+    let (full, _) = unsafe { sys::recv_iov(fd, &all, flags | libc::MSG_TRUNC) }?;
+    let (len, from, bare) = match full >= udp::HEADER && hdr[..4] == udp::MAGIC {
+        true => (full - udp::HEADER, udp::parse_header(&hdr), false),
+        false => (full, None, true),
+    };
+    let stored = len.min(cap);
+    if !joined.is_empty() && !bare {
+        // SAFETY: stored <= cap, within the caller's iovecs.
+        unsafe { scatter(iov, 0, &joined[..stored]) };
+    } else if bare {
+        // The payload's first bytes are in `hdr`, the rest 24 bytes too far on.
+        let head = stored.min(udp::HEADER);
+        let rest = stored - head;
+        let tail = if joined.is_empty() {
+            // SAFETY: the kernel wrote these `rest` bytes at the start of the iovecs.
+            unsafe { gather(iov, 0, rest) }
+        } else {
+            joined[..rest].to_vec()
+        };
+        // SAFETY: stored <= cap: every byte written is within the caller's iovecs.
+        unsafe {
+            scatter(iov, 0, &hdr[..head]);
+            scatter(iov, head, &tail);
+        }
     }
-    let h = head.min(len);
-    buf[..h].copy_from_slice(&hdr[..h]);
-    Ok((len, None))
+    Ok(Datagram { stored, len, from })
+}
+
+/// Copies up to `len` bytes starting `at` bytes into the buffers `iov` describes.
+///
+/// # Safety
+/// The iovecs' memory is readable up to `at + len` (or their end).
+unsafe fn gather(iov: &[libc::iovec], mut at: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len.min(MAX_DGRAM));
+    for v in iov {
+        if out.len() == len {
+            break;
+        }
+        if at >= v.iov_len {
+            at -= v.iov_len;
+            continue;
+        }
+        if v.iov_base.is_null() {
+            break; // the kernel answers EFAULT for it
+        }
+        let k = (v.iov_len - at).min(len - out.len());
+        // SAFETY: bytes at..at+k of this iovec, readable as the caller promises.
+        out.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((v.iov_base as *const u8).add(at), k)
+        });
+        at = 0;
+    }
+    out
+}
+
+/// Writes `src` starting `at` bytes into the buffers `iov` describes.
+///
+/// # Safety
+/// The iovecs' memory is writable up to `at + src.len()`, which is within their total.
+unsafe fn scatter(iov: &[libc::iovec], mut at: usize, mut src: &[u8]) {
+    for v in iov {
+        if src.is_empty() {
+            break;
+        }
+        if at >= v.iov_len {
+            at -= v.iov_len;
+            continue;
+        }
+        let k = (v.iov_len - at).min(src.len());
+        // SAFETY: bytes at..at+k of this iovec, writable as the caller promises; `src` is
+        // ours, never the same memory.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), (v.iov_base as *mut u8).add(at), k) };
+        src = &src[k..];
+        at = 0;
+    }
+}
+
+/// recv(2) with MSG_TRUNC on a stack TCP socket: as Linux's TCP does, up to `len` bytes are
+/// taken (or with MSG_PEEK looked at) and counted, and none stored.
+pub fn recv_discard(fd: RawFd, len: usize, flags: i32) -> io::Result<usize> {
+    let mut scratch = vec![0u8; len.min(1 << 20)];
+    let flags = flags & !libc::MSG_TRUNC;
+    let mut got = 0;
+    loop {
+        let want = (len - got).min(scratch.len());
+        let n = match sys::recv_vec(fd, &mut [&mut scratch[..want]], flags) {
+            Ok(n) => n,
+            Err(e) if got == 0 => return Err(e),
+            Err(_) => return Ok(got),
+        };
+        got += n;
+        let more = flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0;
+        if !more || got == len || n == 0 {
+            return Ok(got);
+        }
+    }
 }

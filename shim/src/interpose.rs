@@ -122,6 +122,10 @@ unsafe fn write_addr(a: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) ->
     if addr.is_null() || len.is_null() {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
     }
+    // SAFETY: len is valid.
+    if (unsafe { *len } as c_int) < 0 {
+        return Err(einval());
+    }
     let (ss, n) = vdestack::sys::std_to_sockaddr(&a);
     // SAFETY: len is valid, addr has *len writable bytes.
     unsafe {
@@ -296,7 +300,8 @@ unsafe fn forget_passed(m: &msghdr) {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c) as *const c_int;
-                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                let n = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
+                    / size_of::<c_int>();
                 for i in 0..n {
                     fdtable::forget(ptr::read_unaligned(data.add(i)));
                 }
@@ -596,43 +601,39 @@ pub unsafe extern "C" fn sendto(
         }
     }
     size_call(|| {
-        if buf.is_null() && n > 0 {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        // SAFETY: the caller's buffer of n bytes, and address.
-        let data = if n == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(buf as *const u8, n) }
-        };
         let to = if addr.is_null() {
             None
+        } else if len as usize > size_of::<libc::sockaddr_storage>() {
+            return Err(einval());
         } else {
+            // SAFETY: the caller's address of len bytes.
             Some(unsafe { read_addr(addr, len) }?)
         };
-        vs::send_to(fd, data, to, flags)
+        let iov = libc::iovec {
+            iov_base: buf as *mut c_void,
+            iov_len: n,
+        };
+        // SAFETY: the caller's buffer, which the kernel reads (EFAULT if it cannot).
+        unsafe { vs::send_dgram(fd, &[iov], to, flags) }
     })
 }
 
-/// Gathers a message's iovecs into one buffer.
+/// A message's iovecs, with the kernel's errors for a bad array.
 ///
 /// # Safety
-/// `msg` points at a valid msghdr whose iovecs are readable.
-unsafe fn gather(msg: &msghdr) -> Vec<u8> {
-    let mut v = Vec::new();
-    for i in 0..msg.msg_iovlen {
-        // SAFETY: msg_iov has msg_iovlen entries, each base with len readable bytes.
-        unsafe {
-            let iov = &*msg.msg_iov.add(i);
-            if !iov.iov_base.is_null() {
-                v.extend_from_slice(std::slice::from_raw_parts(
-                    iov.iov_base as *const u8,
-                    iov.iov_len,
-                ));
-            }
-        }
+/// `m.msg_iov` is NULL or points at `m.msg_iovlen` iovecs.
+unsafe fn iovecs<'a>(m: &msghdr) -> io::Result<&'a [libc::iovec]> {
+    if m.msg_iovlen == 0 {
+        return Ok(&[]);
     }
-    v
+    if m.msg_iovlen > vs::MAX_IOV {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    if m.msg_iov.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    // SAFETY: as the caller promises.
+    Ok(unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) })
 }
 
 /// sendmsg(2).
@@ -656,15 +657,19 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         return unsafe { (real().sendmsg)(fd, &bare, flags) };
     }
     size_call(|| {
-        // SAFETY: the caller's message.
-        let data = unsafe { gather(m) };
-        let to = if m.msg_name.is_null() {
+        // As the kernel: a name of length 0 is no name, a longer one than any is cut.
+        let to = if m.msg_name.is_null() || m.msg_namelen == 0 {
             None
+        } else if (m.msg_namelen as c_int) < 0 {
+            return Err(einval());
         } else {
             // SAFETY: the caller's address.
             Some(unsafe { read_addr(m.msg_name as *const sockaddr, m.msg_namelen) }?)
         };
-        vs::send_to(fd, &data, to, flags)
+        // SAFETY: the caller's message.
+        let iov = unsafe { iovecs(m) }?;
+        // SAFETY: the caller's iovecs, which the kernel reads.
+        unsafe { vs::send_dgram(fd, iov, to, flags) }
     })
 }
 
@@ -674,12 +679,17 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if kind(fd) != Kind::StackDgram {
+    match kind(fd) {
+        Kind::StackDgram => {
+            // SAFETY: the caller's arguments.
+            unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
+        }
+        Kind::StackStream if flags & libc::MSG_TRUNC != 0 => {
+            size_call(|| vs::recv_discard(fd, n, flags))
+        }
         // SAFETY: libc's recv with the caller's arguments.
-        return unsafe { (real().recv)(fd, buf, n, flags) };
+        _ => unsafe { (real().recv)(fd, buf, n, flags) },
     }
-    // SAFETY: the caller's arguments.
-    unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
 }
 
 /// recvfrom(2).
@@ -696,15 +706,20 @@ pub unsafe extern "C" fn recvfrom(
     len: *mut socklen_t,
 ) -> ssize_t {
     let k = kind(fd);
-    if !k.is_stack() || (k == Kind::StackStream && addr.is_null()) {
+    let trunc = flags & libc::MSG_TRUNC != 0;
+    if !k.is_stack() || (k == Kind::StackStream && addr.is_null() && !trunc) {
         // SAFETY: libc's recvfrom with the caller's arguments.
         return unsafe { (real().recvfrom)(fd, buf, n, flags, addr, len) };
     }
     if k == Kind::StackStream {
-        // TCP gives no address: the length says so.
-        // SAFETY: libc's recv on the pair; len is the caller's, checked non-null.
-        let r = unsafe { (real().recv)(fd, buf, n, flags) };
-        if r >= 0 && !len.is_null() {
+        let r = if trunc {
+            size_call(|| vs::recv_discard(fd, n, flags))
+        } else {
+            // SAFETY: libc's recv on the pair.
+            unsafe { (real().recv)(fd, buf, n, flags) }
+        };
+        if r >= 0 && !addr.is_null() && !len.is_null() {
+            // TCP gives no address: the length says so.
             // SAFETY: len is the caller's.
             unsafe { *len = 0 };
         }
@@ -715,7 +730,7 @@ pub unsafe extern "C" fn recvfrom(
 }
 
 /// # Safety
-/// `buf` has `n` writable bytes (or is NULL with n == 0); addr/len as recvfrom(2).
+/// `buf` has `n` writable bytes (the kernel checks); addr/len as recvfrom(2).
 unsafe fn recv_dgram(
     fd: c_int,
     buf: *mut c_void,
@@ -725,30 +740,22 @@ unsafe fn recv_dgram(
     len: *mut socklen_t,
 ) -> ssize_t {
     size_call(|| {
-        if buf.is_null() && n > 0 {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        let mut empty = [0u8; 0];
-        // SAFETY: the caller's buffer of n bytes.
-        let data = if n == 0 {
-            &mut empty[..]
-        } else {
-            unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, n) }
+        let iov = libc::iovec {
+            iov_base: buf,
+            iov_len: n,
         };
-        let (got, from) = vs::recv_from(fd, data, flags)?;
+        // SAFETY: the caller's buffer, which the kernel writes (EFAULT if it cannot).
+        let d = unsafe { vs::recv_dgram(fd, &[iov], flags) }?;
         if !addr.is_null() {
-            match from {
-                // SAFETY: the caller's buffer.
-                Some(a) => unsafe { write_addr(a, addr, len)? },
-                None if !len.is_null() => {
-                    // Connected socket: the peer is who sent it.
-                    // SAFETY: the caller's buffer.
-                    unsafe { write_addr(vs::peer_addr(fd)?, addr, len)? }
-                }
-                None => {}
-            }
+            let from = match d.from {
+                Some(a) => a,
+                // A connected socket's datagrams come from its peer.
+                None => vs::peer_addr(fd)?,
+            };
+            // SAFETY: the caller's buffer.
+            unsafe { write_addr(from, addr, len)? };
         }
-        Ok(got)
+        Ok(d.returned(flags))
     })
 }
 
@@ -770,7 +777,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     }
     // SAFETY: msg is non-null and, as the caller promises, valid.
     let m = unsafe { &mut *msg };
-    if k == Kind::StackStream {
+    if k == Kind::StackStream && flags & libc::MSG_TRUNC == 0 {
         let (name, namelen) = (m.msg_name, m.msg_namelen);
         m.msg_name = ptr::null_mut();
         m.msg_namelen = 0;
@@ -785,28 +792,27 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         return r;
     }
     size_call(|| {
-        let cap: usize = (0..m.msg_iovlen)
-            // SAFETY: msg_iov has msg_iovlen entries.
-            .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
-            .sum();
-        let mut data = vec![0u8; cap];
-        let (got, from) = vs::recv_from(fd, &mut data, flags)?;
-        let mut left = &data[..got];
-        for i in 0..m.msg_iovlen {
-            // SAFETY: each iovec has iov_len writable bytes at iov_base.
-            unsafe {
-                let iov = &*m.msg_iov.add(i);
-                let k = left.len().min(iov.iov_len);
-                if k > 0 {
-                    ptr::copy_nonoverlapping(left.as_ptr(), iov.iov_base as *mut u8, k);
-                }
-                left = &left[k..];
-            }
+        if !m.msg_name.is_null() && (m.msg_namelen as c_int) < 0 {
+            return Err(einval());
         }
+        // SAFETY: the caller's message.
+        let iov = unsafe { iovecs(m) }?;
+        m.msg_flags = flags & libc::MSG_CMSG_CLOEXEC;
         m.msg_controllen = 0;
-        m.msg_flags = 0;
+        if k == Kind::StackStream {
+            // MSG_TRUNC: TCP counts the bytes and stores none.
+            let cap = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
+            let n = vs::recv_discard(fd, cap, flags)?;
+            m.msg_namelen = 0;
+            return Ok(n);
+        }
+        // SAFETY: the caller's iovecs, which the kernel writes.
+        let d = unsafe { vs::recv_dgram(fd, iov, flags) }?;
+        if d.truncated() {
+            m.msg_flags |= libc::MSG_TRUNC;
+        }
         if !m.msg_name.is_null() {
-            let a = match from {
+            let a = match d.from {
                 Some(a) => a,
                 None => vs::peer_addr(fd)?,
             };
@@ -815,6 +821,6 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             unsafe { write_addr(a, m.msg_name as *mut sockaddr, &mut l)? };
             m.msg_namelen = l;
         }
-        Ok(got)
+        Ok(d.returned(flags))
     })
 }
