@@ -68,7 +68,12 @@ pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
     // On a socket that is not listening, Linux says EINVAL at once; reading would block, or
     // take a connected socket's data for a record.
     if !is_listener(fd) {
-        return Err(sys::errno_err(libc::EINVAL));
+        let dgram = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_DGRAM;
+        return Err(sys::errno_err(if dgram {
+            libc::EOPNOTSUPP
+        } else {
+            libc::EINVAL
+        }));
     }
     let mut rec = [0u8; ACCEPT_RECORD];
     let (n, conn) = sys::recv_msg(fd, &mut rec)?;
@@ -175,16 +180,41 @@ pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
 
 /// shutdown(2). The write side is shut on the pair itself, so the engine sees EOF after
 /// every byte written before it, and sends FIN then.
+///
+/// As Linux: on a UDP socket that is not connected the answer is ENOTCONN, yet the socket
+/// is shut all the same (later sends fail with EPIPE, receives read EOF), which shutting
+/// the pair does too (a datagram pair's shutdown does not reach the engine's end; a stream
+/// pair's would end the socket); on a listener, SHUT_WR does nothing and SHUT_RD stops
+/// accept().
 pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
     if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
         return Err(sys::errno_err(libc::EINVAL));
     }
-    call(fd, |sock| Request::Shutdown { sock, how })?;
-    sys::shutdown(fd, how)
+    match call(fd, |sock| Request::Shutdown { sock, how }) {
+        Ok(_) => sys::shutdown(fd, how),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && is_listener(fd) => {
+            if how != libc::SHUT_WR {
+                sys::shutdown(fd, libc::SHUT_RD)?;
+            }
+            Ok(())
+        }
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOTCONN)
+                && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?
+                    == libc::SOCK_DGRAM =>
+        {
+            sys::shutdown(fd, how)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// setsockopt(2) with an integer value.
 pub fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    if (level, name) == (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
+        return Err(sys::errno_err(libc::ENOPROTOOPT)); // read-only, as on Linux
+    }
     call(fd, |sock| Request::SetOpt {
         sock,
         level,
@@ -199,12 +229,36 @@ pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     if (level, name) == (libc::SOL_SOCKET, libc::SO_ERROR) && no_error_pending(fd) {
         return Ok(0);
     }
-    match call(fd, |sock| Request::GetOpt { sock, level, name })? {
-        Reply::Int(v) => Ok(v as i32),
-        _ => Err(io::Error::new(
+    match call(fd, |sock| Request::GetOpt { sock, level, name }) {
+        Ok(Reply::Int(v)) => Ok(v as i32),
+        Ok(_) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "unexpected reply",
         )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) && foreign_level(fd, level) => {
+            Err(sys::errno_err(libc::EOPNOTSUPP))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `level` belongs to another protocol than the socket's (TCP options of a UDP
+/// socket, IPv6 ones of an IPv4 socket): Linux's getsockopt says EOPNOTSUPP for those, and
+/// ENOPROTOOPT for an unknown option of the socket's own protocols.
+fn foreign_level(fd: RawFd, level: i32) -> bool {
+    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
+    match level {
+        libc::IPPROTO_TCP => ty != libc::SOCK_STREAM,
+        libc::IPPROTO_UDP => ty != libc::SOCK_DGRAM,
+        libc::IPPROTO_IPV6 => {
+            let domain = call(fd, |sock| Request::GetOpt {
+                sock,
+                level: libc::SOL_SOCKET,
+                name: libc::SO_DOMAIN,
+            });
+            matches!(domain, Ok(Reply::Int(d)) if d == libc::AF_INET as i64)
+        }
+        _ => false,
     }
 }
 
@@ -309,6 +363,8 @@ pub struct Datagram {
     pub len: usize,
     /// Its sender, when the datagram says (those of unconnected sockets).
     pub from: Option<SocketAddr>,
+    /// No datagram: the socket was shut for reading (then there is no sender either).
+    pub eof: bool,
 }
 
 impl Datagram {
@@ -372,6 +428,8 @@ pub unsafe fn recv_dgram(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Resu
         false => (full, None, true),
     };
     let stored = len.min(cap);
+    // A shut socket reads 0 with nothing queued; a connected socket's empty datagram too.
+    let eof = full == 0 && sys::poll_one(fd, libc::POLLRDHUP, 0).is_ok_and(|r| r != 0);
     if !joined.is_empty() && !bare {
         // SAFETY: stored <= cap, within the caller's iovecs.
         unsafe { scatter(iov, 0, &joined[..stored]) };
@@ -391,7 +449,12 @@ pub unsafe fn recv_dgram(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Resu
             scatter(iov, head, &tail);
         }
     }
-    Ok(Datagram { stored, len, from })
+    Ok(Datagram {
+        stored,
+        len,
+        from,
+        eof,
+    })
 }
 
 /// Copies up to `len` bytes starting `at` bytes into the buffers `iov` describes.

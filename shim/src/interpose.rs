@@ -434,7 +434,8 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 }
 
 /// Options the pair itself keeps: timeouts and watermarks govern the application's blocking
-/// reads and writes, which happen on the pair.
+/// reads and writes, which happen on the pair; SO_BROADCAST is a flag any socket keeps (the
+/// engine sends to broadcast addresses without it).
 fn pair_option(level: c_int, name: c_int) -> bool {
     level == libc::SOL_SOCKET
         && matches!(
@@ -444,6 +445,7 @@ fn pair_option(level: c_int, name: c_int) -> bool {
                 | libc::SO_RCVLOWAT
                 | libc::SO_SNDLOWAT
                 | libc::SO_LINGER
+                | libc::SO_BROADCAST
         )
 }
 
@@ -746,7 +748,10 @@ unsafe fn recv_dgram(
         };
         // SAFETY: the caller's buffer, which the kernel writes (EFAULT if it cannot).
         let d = unsafe { vs::recv_dgram(fd, &[iov], flags) }?;
-        if !addr.is_null() {
+        if d.eof && !len.is_null() {
+            // SAFETY: the caller's length.
+            unsafe { *len = 0 }; // no datagram, no sender: as Linux
+        } else if !addr.is_null() {
             let from = match d.from {
                 Some(a) => a,
                 // A connected socket's datagrams come from its peer.
@@ -811,7 +816,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         if d.truncated() {
             m.msg_flags |= libc::MSG_TRUNC;
         }
-        if !m.msg_name.is_null() {
+        if d.eof {
+            m.msg_namelen = 0;
+        } else if !m.msg_name.is_null() {
             let a = match d.from {
                 Some(a) => a,
                 None => vs::peer_addr(fd)?,
