@@ -148,18 +148,22 @@ pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
 
 /// After a UDP connect: the datagrams already waiting carry the address header of an
 /// unconnected socket, which read(2) would hand to the program. Those from the new peer go
-/// back through the engine to return bare; the others are dropped, as a connected socket
-/// only hears its peer. (The engine wrote them all before it answered the connect.)
+/// back through the engine to return bare, in order with the bare ones of a socket that was
+/// connected already (which stay, as on Linux); those from others are dropped, as a
+/// connected socket only hears its peer. (The engine wrote them all before it answered the
+/// connect.)
 fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
     // Take them all first: what the engine hands back must not be read again here.
     let mut waiting = Vec::new();
-    let mut buf = vec![0u8; 65536 + udp::HEADER];
+    let mut buf = vec![0u8; MAX_DGRAM];
     while let Ok(n) = sys::recv_vec(fd, &mut [&mut buf[..]], libc::MSG_DONTWAIT) {
-        let from = udp::parse_header(&buf[..n]);
-        if from
-            .is_some_and(|f| sys::unmap(f.ip()) == sys::unmap(peer.ip()) && f.port() == peer.port())
-        {
-            waiting.push(buf[..n].to_vec());
+        let d = &buf[..n];
+        match udp::parse_header(d) {
+            Some(f) if sys::unmap(f.ip()) == sys::unmap(peer.ip()) && f.port() == peer.port() => {
+                waiting.push(d.to_vec())
+            }
+            Some(_) => {}
+            None => waiting.push([&udp::header(&peer)[..], d].concat()),
         }
     }
     for mut d in waiting {
@@ -245,21 +249,23 @@ pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
 /// Whether `level` belongs to another protocol than the socket's (TCP options of a UDP
 /// socket, IPv6 ones of an IPv4 socket): Linux's getsockopt says EOPNOTSUPP for those, and
 /// ENOPROTOOPT for an unknown option of the socket's own protocols.
+/// (An IPv6 socket says ENOPROTOOPT for both.)
 fn foreign_level(fd: RawFd, level: i32) -> bool {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
-    match level {
+    let foreign = match level {
         libc::IPPROTO_TCP => ty != libc::SOCK_STREAM,
         libc::IPPROTO_UDP => ty != libc::SOCK_DGRAM,
-        libc::IPPROTO_IPV6 => {
-            let domain = call(fd, |sock| Request::GetOpt {
-                sock,
-                level: libc::SOL_SOCKET,
-                name: libc::SO_DOMAIN,
-            });
-            matches!(domain, Ok(Reply::Int(d)) if d == libc::AF_INET as i64)
-        }
+        libc::IPPROTO_IPV6 => true,
         _ => false,
-    }
+    };
+    let domain = || {
+        call(fd, |sock| Request::GetOpt {
+            sock,
+            level: libc::SOL_SOCKET,
+            name: libc::SO_DOMAIN,
+        })
+    };
+    foreign && matches!(domain(), Ok(Reply::Int(d)) if d == libc::AF_INET as i64)
 }
 
 /// Whether a TCP socket surely has no error for SO_ERROR, known without asking the engine:

@@ -228,8 +228,11 @@ fn random_sequences_match_the_kernel() {
         o.unknown.len()
     ));
     for (name, (n, first)) in &o.named {
+        let k = known::by_name(name).expect("named");
+        let whose = if k.engine { "engine" } else { "by design" };
         report(&format!(
-            "  named difference {name}: {n} sequences (first: conform {seed} 1 {first})"
+            "  named difference {name} ({whose}): {n} sequences (first: conform {seed} 1 {first}): {}",
+            k.reason.split_whitespace().collect::<Vec<_>>().join(" ")
         ));
     }
     for (_, u) in o.unknown.iter().take(10) {

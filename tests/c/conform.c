@@ -637,7 +637,10 @@ static void sequence(uint64_t seed, long i) {
     else {
       int s = pick(nf);
       struct obj *b = &o[fobj[s]];
-      switch (pick(16)) {
+      int what = pick(16);
+      /* A connection under way ends at a time of its own: first wait for it. */
+      if (b->state == CONNECTING && what != 12) what = 4;
+      switch (what) {
       case 0: op_bind(s); break;
       case 1: if (b->type == SOCK_STREAM || chance(20)) op_listen(s); break;
       case 2: case 3: op_connect(s); break;
