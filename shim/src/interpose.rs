@@ -817,7 +817,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             m.msg_flags |= libc::MSG_TRUNC;
         }
         if d.eof {
-            m.msg_namelen = 0;
+            if !m.msg_name.is_null() {
+                m.msg_namelen = 0;
+            }
         } else if !m.msg_name.is_null() {
             let a = match d.from {
                 Some(a) => a,

@@ -110,7 +110,7 @@ pub const KNOWN: &[Known] = &[
         engine: true,
         matches: |k, s, before| {
             (ran_before(before, "sendto(") || ran_before(before, "sendmsg("))
-                && ((op(k) == "bind" && result(k) == "-1 EINVAL" && result(s) == "0")
+                && ((op(k) == "bind" && result(k) == "-1 EINVAL")
                     || (op(k) == "setsockopt" && k.contains("V6ONLY") && result(k) == "-1 EINVAL")
                     || (op(k) == "getsockname" && k.contains(":eph/") && s.contains(":0/")))
         },
@@ -122,12 +122,27 @@ pub const KNOWN: &[Known] = &[
                  or set IPV6_V6ONLY; the engine keeps it bound and failed (ECONNABORTED).",
         engine: true,
         matches: |k, s, before| {
-            (ran_before(before, "ECONNREFUSED") || ran_before(before, ",DEAD) = -1 EINPROGRESS"))
-                && ((op(k) == "bind" && result(s) == "-1 EINVAL")
+            (ran_before(before, "ECONNREFUSED")
+                || ran_before(before, "ECONNRESET")
+                || ran_before(before, ",DEAD) = -1 EINPROGRESS"))
+                && ((op(k) == "bind" && result(k) != result(s))
                     || (op(k) == "connect" && result(s) == "-1 ECONNABORTED")
                     || (op(k) == "listen" && result(k) == "0" && result(s) == "-1 EINVAL")
                     || (op(k) == "setsockopt" && k.contains("V6ONLY") && result(s) == "-1 EINVAL")
-                    || (op(k) == "getsockname" && k.contains(":any:") != s.contains(":any:")))
+                    || op(k) == "getsockname")
+        },
+    },
+    Known {
+        name: "connect-reports-completion-once",
+        reason: "after a nonblocking connect said EINPROGRESS and the connection came up, the \
+                 next connect() returns 0 on Linux (it reports the completion), and only the \
+                 one after says EISCONN; the engine says EISCONN at once.",
+        engine: true,
+        matches: |k, s, before| {
+            op(k) == "connect"
+                && result(k) == "0"
+                && result(s) == "-1 EISCONN"
+                && ran_before(before, "EINPROGRESS")
         },
     },
     Known {
@@ -179,6 +194,10 @@ pub const KNOWN: &[Known] = &[
         matches: |k, s, before| {
             ((result(k).starts_with("-1 ECONNRESET") || result(k).starts_with("-1 EPIPE"))
                 && result(s) != result(k))
+                || (op(k) == "shutdown"
+                    && result(k) == "-1 ENOTCONN"
+                    && result(s) == "0"
+                    && ran_before(before, "close("))
                 // The reset closed the socket, whose port is then free to be refused as taken.
                 || (op(k) == "bind"
                     && result(k) == "-1 EADDRINUSE"
