@@ -789,7 +789,12 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         // SAFETY: the caller's message; TCP reports no address.
         let r = unsafe { (real().recvmsg)(fd, m, flags) };
         m.msg_name = name;
-        m.msg_namelen = if r >= 0 { 0 } else { namelen };
+        // TCP has no address: a name buffer gets length 0, a missing one nothing.
+        m.msg_namelen = if r >= 0 && !name.is_null() {
+            0
+        } else {
+            namelen
+        };
         if r >= 0 {
             // SAFETY: recvmsg filled m.
             unsafe { forget_passed(m) };
@@ -808,7 +813,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             // MSG_TRUNC: TCP counts the bytes and stores none.
             let cap = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
             let n = vs::recv_discard(fd, cap, flags)?;
-            m.msg_namelen = 0;
+            if !m.msg_name.is_null() {
+                m.msg_namelen = 0;
+            }
             return Ok(n);
         }
         // SAFETY: the caller's iovecs, which the kernel writes.

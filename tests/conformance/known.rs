@@ -206,17 +206,19 @@ pub const KNOWN: &[Known] = &[
         },
     },
     Known {
-        name: "udp-connect-drops-others",
-        reason: "connect on a UDP socket leaves the datagrams already queued from other \
-                 senders readable on Linux; the library drops them (it must strip their \
-                 address headers, which read(2) would show, and a connected socket's \
-                 datagrams carry no sender).",
+        name: "udp-datagrams-across-connect",
+        reason: "datagrams on their way or queued when a UDP socket connects: Linux filters \
+                 each against the peer of the moment it arrives (on loopback, inside the \
+                 sender's sendto) and keeps those already queued, with their senders; the \
+                 engine filters at delivery, against the new peer, and the library drops the \
+                 queued ones from others and gives the old peer's the new peer's address \
+                 (it must strip their address headers, which read(2) would show).",
         engine: false,
         matches: |k, s, before| {
             matches!(op(k), "recv" | "recvfrom" | "recvmsg")
                 && ran_before(before, "connect(")
-                && !result(k).starts_with("-1")
-                && result(s).starts_with("-1 EAGAIN")
+                && (result(k).starts_with("-1 EAGAIN") || !result(k).starts_with("-1"))
+                && (result(s).starts_with("-1 EAGAIN") || !result(s).starts_with("-1"))
         },
     },
 ];
