@@ -475,6 +475,10 @@ pub unsafe extern "C" fn getsockopt(
         if val.is_null() || len.is_null() {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
+        // SAFETY: len is the caller's, checked non-null.
+        if (unsafe { *len } as c_int) < 0 {
+            return Err(einval()); // a negative length, as the kernel reads it
+        }
         if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
             // SAFETY: the caller's buffer and length, checked non-null.
             return unsafe { tcp_info(fd, val, len) };
