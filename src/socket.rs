@@ -280,6 +280,9 @@ fn no_error_pending(fd: RawFd) -> bool {
 /// The most iovecs a message may have (UIO_MAXIOV): more is EMSGSIZE, as on Linux.
 pub const MAX_IOV: usize = 1024;
 
+/// The most a single read or write moves (Linux's MAX_RW_COUNT).
+const MAX_RW_COUNT: usize = 0x7fff_f000;
+
 /// The largest datagram a pair carries: a UDP payload and its address header.
 const MAX_DGRAM: usize = 65536 + udp::HEADER;
 
@@ -306,6 +309,12 @@ pub unsafe fn send_dgram(
     flags: i32,
 ) -> io::Result<usize> {
     if iov.len() > MAX_IOV {
+        return Err(sys::errno_err(libc::EMSGSIZE));
+    }
+    // What UDP can carry, checked before the payload is read, as Linux does.
+    let total = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
+    let v4 = to.is_some_and(|a| sys::unmap(a.ip()).is_ipv4());
+    if total > 65527 || v4 && total > 65507 {
         return Err(sys::errno_err(libc::EMSGSIZE));
     }
     let hdr = match to {
@@ -416,7 +425,18 @@ pub unsafe fn recv_dgram(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Resu
         iov_len: hdr.len(),
     });
     let mut joined = Vec::new();
-    if iov.len() < MAX_IOV {
+    let lone = match iov {
+        [one] if (one.iov_len as isize) >= 0 => Some(one), // negative: the kernel's EINVAL
+        _ => None,
+    };
+    if let Some(one) = lone {
+        // The kernel takes a lone buffer's length as at most MAX_RW_COUNT before it checks
+        // the range (several are checked whole): so must ours, now second of two.
+        all.push(libc::iovec {
+            iov_base: one.iov_base,
+            iov_len: one.iov_len.min(MAX_RW_COUNT - udp::HEADER),
+        });
+    } else if iov.len() < MAX_IOV {
         all.extend_from_slice(iov);
     } else {
         // No room for the header's iovec: receive into a copy, scattered below.
