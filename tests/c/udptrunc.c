@@ -151,6 +151,37 @@ static void family(int af) {
   printf("%s unconnected\n", af == AF_INET ? "v4" : "v6");
   for (unsigned i = 0; i < sizeof lens / sizeof lens[0]; i++)
     for (int magic = 0; magic < 2; magic++) one_round(rx, tx, (void *)&a, al, lens[i], magic);
+  /* Lengths: a lone buffer's huge length is capped, a negative one is EINVAL; datagrams
+   * larger than UDP carries are EMSGSIZE before any byte is read. */
+  char what[64];
+  size_t odd[] = { (size_t)1 << 46, (size_t)-1, 0x7ffff000 };
+  for (unsigned i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+    send_one(tx, (void *)&a, al, 11, 0);
+    wait_in(rx);
+    struct iovec v = { buf, odd[i] };
+    struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+    long r = recvmsg(rx, &m, MSG_DONTWAIT);
+    snprintf(what, sizeof what, "recvmsg(len %zx)", odd[i]);
+    res(what, r);
+    show(r, buf, r, &m);
+    recv(rx, buf, 1, MSG_DONTWAIT); /* the datagram the EINVAL left */
+  }
+  res("sendto(70000)", sendto(tx, buf, 70000, 0, (void *)&a, al));
+  printf("\n");
+  long big = sendto(tx, buf, 65508, 0, (void *)&a, al);
+  res("sendto(65508)", big); /* IPv4: EMSGSIZE; IPv6 carries it */
+  printf("\n");
+  if (big > 0) { /* the stack's engine loses IPv6 datagrams past 65,488 bytes: not compared */
+    wait_in(rx);
+    recv(rx, buf, sizeof buf, MSG_DONTWAIT);
+  }
+  int most = af == AF_INET ? 65507 : 65488;
+  snprintf(what, sizeof what, "sendto(%d)", most);
+  res(what, sendto(tx, buf, most, 0, (void *)&a, al));
+  printf("\n");
+  wait_in(rx);
+  res("recv(largest datagram)", recv(rx, buf, sizeof buf, MSG_DONTWAIT));
+  printf("\n");
   /* Connected both ways: datagrams without the address header. */
   struct sockaddr_storage b;
   socklen_t bl = sizeof b;
