@@ -639,7 +639,11 @@ unsafe fn iovecs<'a>(m: &msghdr) -> io::Result<&'a [libc::iovec]> {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
     }
     // SAFETY: as the caller promises.
-    Ok(unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) })
+    let iov = unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) };
+    if iov.iter().any(|v| (v.iov_len as isize) < 0) {
+        return Err(einval()); // a negative length, as the kernel reads it
+    }
+    Ok(iov)
 }
 
 /// sendmsg(2).

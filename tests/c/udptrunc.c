@@ -166,6 +166,12 @@ static void family(int af) {
     show(r, buf, r, &m);
     recv(rx, buf, 1, MSG_DONTWAIT); /* the datagram the EINVAL left */
   }
+  res("sendto(len -1)", sendto(tx, buf, (size_t)-1, 0, (void *)&a, al));
+  printf("\n");
+  struct iovec neg[2] = { { buf, 10 }, { buf, (size_t)-1 } };
+  struct msghdr nm = { .msg_name = &a, .msg_namelen = al, .msg_iov = neg, .msg_iovlen = 2 };
+  res("sendmsg([10,-1])", sendmsg(tx, &nm, 0));
+  printf("\n");
   res("sendto(70000)", sendto(tx, buf, 70000, 0, (void *)&a, al));
   printf("\n");
   long big = sendto(tx, buf, 65508, 0, (void *)&a, al);
