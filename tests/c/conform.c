@@ -114,9 +114,9 @@ static void fdres(int r) {
 
 static const char *portname(int p, char *b) {
   if (p == 0) return "0";
-  if (p == dead_port) return "DEAD";
-  for (int i = 0; i < no; i++)
+  for (int i = 0; i < no; i++) /* first: the kernel may hand the dead port out again */
     if (o[i].port == p) { sprintf(b, "P%d", i); return b; }
+  if (p == dead_port) return "DEAD";
   return "eph";
 }
 

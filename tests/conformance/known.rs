@@ -198,11 +198,44 @@ pub const KNOWN: &[Known] = &[
                     && result(k) == "-1 ENOTCONN"
                     && result(s) == "0"
                     && ran_before(before, "close("))
+                // A listener closed with connections it had not accepted resets them.
+                || (op(k) == "waitconn" && k.contains("so_error=ECONNRESET"))
+                || (op(k) == "getpeername"
+                    && result(k) == "-1 ENOTCONN"
+                    && result(s).starts_with('0')
+                    && ran_before(before, "close("))
+                || (op(k) == "bind"
+                    && result(k) == "0"
+                    && result(s) == "-1 EINVAL"
+                    && ran_before(before, "close(")
+                    && ran_before(before, "listen("))
                 // The reset closed the socket, whose port is then free to be refused as taken.
                 || (op(k) == "bind"
                     && result(k) == "-1 EADDRINUSE"
                     && result(s) == "-1 EINVAL"
                     && ran_before(before, "shutdown("))
+        },
+    },
+    Known {
+        name: "udp-order-across-senders",
+        reason: "datagrams from different sockets of a stack to one socket can arrive in \
+                 another order than they were sent: the engine moves each socket's datagrams \
+                 as its pair's events come; Linux's loopback delivers each inside its sendto. \
+                 (UDP promises no order.) Named only when the stack's datagram has the \
+                 length of one sent before and the kernel's has another.",
+        engine: true,
+        matches: |k, s, before| {
+            let len = |r: &str| r.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+            let (Some(kl), Some(sl)) = (len(result(k)), len(result(s))) else {
+                return false;
+            };
+            matches!(op(k), "recv" | "recvfrom" | "recvmsg")
+                && kl != sl
+                && sl > 0
+                && before.iter().any(|l| {
+                    let c = l.split_once(' ').map_or(l.as_str(), |(_, c)| c);
+                    op(c).starts_with("send") && len(result(c)) == Some(sl)
+                })
         },
     },
     Known {
