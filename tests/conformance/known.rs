@@ -81,7 +81,8 @@ pub const KNOWN: &[Known] = &[
                  ICMP errors to sockets. Made only with `all`.",
         engine: true,
         matches: |k, _, _| {
-            result(k).starts_with("-1 ECONNREFUSED") && !op(k).starts_with("connect")
+            (result(k).starts_with("-1 ECONNREFUSED") && !op(k).starts_with("connect"))
+                || (k.contains("SO_ERROR") && k.ends_with("val=6f000000"))
         },
     },
     Known {
@@ -96,9 +97,11 @@ pub const KNOWN: &[Known] = &[
                 op(c) == "shutdown"
                     && !c.contains(",WR)")
                     && result(c) == "0"
-                    && before[..i]
-                        .iter()
-                        .any(|p| p.contains(&format!("listen({},", slot(c))))
+                    && before[..i].iter().any(|p| {
+                        // On the listener's slot, or on a copy of it (dup).
+                        p.contains(&format!("listen({},", slot(c)))
+                            || p.contains("listen(") && ran_before(&before[..i], "dup(")
+                    })
             })
         },
     },
