@@ -607,7 +607,9 @@ static void op_name(int s) {
   if (r == 0) paddr(&ss, l);
 }
 
-/* A port nothing listens on: a socket's, closed again. */
+/* A port nothing listens on: a TCP socket's, bound and kept (untraced) for the sequence, so
+ * that no socket of the sequence is given it. */
+static int dead_fd = -1;
 static int find_dead_port(void) {
   int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
   struct sockaddr_storage ss;
@@ -615,7 +617,7 @@ static int find_dead_port(void) {
   int p = 1;
   if (fd >= 0 && bind(fd, (void *)&ss, l) == 0 && getsockname(fd, (void *)&ss, &l) == 0)
     p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  if (fd >= 0) close(fd);
+  dead_fd = fd;
   return p;
 }
 
@@ -663,6 +665,7 @@ static void sequence(uint64_t seed, long i) {
     emit("\n");
     drop_slot(nf - 1);
   }
+  if (dead_fd >= 0) close(dead_fd);
   alarm(0);
   emit("end\n");
   flush_out();
