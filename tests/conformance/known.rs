@@ -46,11 +46,14 @@ pub const KNOWN: &[Known] = &[
                  every call, and its pair takes bytes (sent once connected) and has none to \
                  read (EAGAIN, or a blocking wait). Made only with `conform ... all`.",
         engine: false,
-        matches: |k, s, _| {
+        matches: |k, s, before| {
+            // EPIPE after a close or shutdown is a reset's (tcp-reset), not this.
+            let ended = ran_before(before, "close(") || ran_before(before, "shutdown(");
             matches!(
                 op(k),
                 "send" | "sendto" | "sendmsg" | "recv" | "recvfrom" | "recvmsg"
-            ) && (result(k).starts_with("-1 EPIPE") || result(k).starts_with("-1 ENOTCONN"))
+            ) && (result(k).starts_with("-1 ENOTCONN")
+                || result(k).starts_with("-1 EPIPE") && !ended)
                 && !result(s).starts_with("-1 EPIPE")
                 && !result(s).starts_with("-1 ENOTCONN")
         },
@@ -82,7 +85,7 @@ pub const KNOWN: &[Known] = &[
         engine: true,
         matches: |k, _, _| {
             (result(k).starts_with("-1 ECONNREFUSED") && !op(k).starts_with("connect"))
-                || (k.contains("SO_ERROR") && k.ends_with("val=6f000000"))
+                || (k.contains("SO_ERROR") && k.contains("val=6f00"))
         },
     },
     Known {
@@ -212,7 +215,7 @@ pub const KNOWN: &[Known] = &[
                 || (op(k) == "bind"
                     && result(k) == "0"
                     && result(s) == "-1 EINVAL"
-                    && ran_before(before, "close(")
+                    && (ran_before(before, "close(") || ran_before(before, "shutdown("))
                     && ran_before(before, "listen("))
                 // The reset closed the socket, whose port is then free to be refused as taken.
                 || (op(k) == "bind"
