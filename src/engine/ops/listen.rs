@@ -191,33 +191,28 @@ pub(super) fn adopt(
     let domain = s.domain;
     let opts = s.opts.clone();
     let sock = st.sets[set].get::<tcp::Socket>(handle);
+    let state = sock.state();
     let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) else {
         st.sets[set].remove(handle);
         return None;
     };
     let peer = NetStack::as_seen(domain, SocketAddr::from(remote));
     let local = NetStack::as_seen(domain, SocketAddr::from(local));
-    let nid = st.new_sock_id();
-    let registered = ctx.pair(nid, libc::SOCK_STREAM).and_then(|(mine, theirs)| {
+    let registered = new_pair(st, ctx, libc::SOCK_STREAM).and_then(|(nid, (mine, theirs, app))| {
         let token = ctx.register_sock(st.id, nid, mine.as_raw_fd())?;
-        Ok((mine, theirs, token))
+        Ok((nid, mine, theirs, app, token))
     });
-    let Ok((mine, theirs, token)) = registered else {
-        st.sets[set].get_mut::<tcp::Socket>(handle).abort();
+    let Ok((nid, mine, theirs, app, token)) = registered else {
+        st.endings.abort(&mut st.sets, set, handle, ctx.now);
         return None;
     };
-    let mut ns = Sock::new(nid, mine, token, domain, true, libc::IPPROTO_TCP);
+    let mut ns = Sock::new(nid, (mine, app), token, domain, true, libc::IPPROTO_TCP);
+    let mut c = Conn::new(set, handle, None, opts.linger2);
+    c.last = state;
     ns.opts = opts;
     ns.local = Some(local);
     ns.peer = Some(peer);
-    ns.state = SockState::Connected(Conn {
-        set,
-        handle,
-        app_eof: false,
-        eof_sent: false,
-        deadline: None,
-        pad: 0,
-    });
+    ns.state = SockState::Connected(c);
     st.sets[set].set_owner(handle, nid);
     st.socks.insert(nid, ns);
     st.dirty.push(nid); // data may have come with the handshake
