@@ -68,8 +68,7 @@ pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
     // On a socket that is not listening, Linux says EINVAL at once; reading would block, or
     // take a connected socket's data for a record.
     if !is_listener(fd) {
-        let dgram = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_DGRAM;
-        return Err(sys::errno_err(if dgram {
+        return Err(sys::errno_err(if udp_pair(fd)? {
             libc::EOPNOTSUPP
         } else {
             libc::EINVAL
@@ -213,11 +212,7 @@ pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
             }
             Ok(())
         }
-        Err(e)
-            if e.raw_os_error() == Some(libc::ENOTCONN)
-                && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?
-                    == libc::SOCK_DGRAM =>
-        {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && udp_pair(fd)? => {
             sys::shutdown(fd, how)?;
             Err(e)
         }
@@ -265,12 +260,22 @@ pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     }
 }
 
+/// Whether stack fd `fd` is a UDP socket: its pair is seqpacket (TCP's is a stream).
+fn udp_pair(fd: RawFd) -> io::Result<bool> {
+    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    Ok(matches!(ty, libc::SOCK_SEQPACKET | libc::SOCK_DGRAM))
+}
+
 /// Whether `level` belongs to another protocol than the socket's (TCP options of a UDP
 /// socket, IPv6 ones of an IPv4 socket): Linux's getsockopt says EOPNOTSUPP for those, and
 /// ENOPROTOOPT for an unknown option of the socket's own protocols.
 /// (An IPv6 socket says ENOPROTOOPT for both.)
 fn foreign_level(fd: RawFd, level: i32) -> bool {
-    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
+    let ty = match udp_pair(fd) {
+        Ok(true) => libc::SOCK_DGRAM,
+        Ok(false) => libc::SOCK_STREAM,
+        Err(_) => 0,
+    };
     let foreign = match level {
         libc::IPPROTO_TCP => ty != libc::SOCK_STREAM,
         libc::IPPROTO_UDP => ty != libc::SOCK_DGRAM,
@@ -390,11 +395,15 @@ pub unsafe fn send_dgram(
     }
     let hdr = match to {
         Some(a) => Some(udp::header(&a)),
-        // A payload that looks like a header gets one meaning "the connected peer".
+        // A payload that looks like a header gets one meaning "the connected peer"; so does
+        // an empty one (a bare empty message reads as the end of the pair).
         // SAFETY: as the caller promises.
-        None if unsafe { gather(iov, 0, udp::MAGIC.len()) } == udp::MAGIC => Some(udp::header(
-            &SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
-        )),
+        None if total == 0 || unsafe { gather(iov, 0, udp::MAGIC.len()) } == udp::MAGIC => {
+            Some(udp::header(&SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                0,
+            )))
+        }
         None => None,
     };
     let Some(h) = hdr else {
@@ -632,10 +641,10 @@ pub fn recv_discard(fd: RawFd, len: usize, flags: i32) -> io::Result<usize> {
     }
 }
 
-/// An empty datagram without a header on a UDP stack fd: the engine's last word on a deleted
-/// stack (a datagram pair passes on no shutdown), or the socket was shut for reading. It is
-/// shut for reading here, so that every later call (another thread's blocked one too)
-/// returns at once; a deleted stack says ENETDOWN.
+/// A read of 0 bytes without a header on a UDP stack fd: the end of the pair (the engine
+/// shut its end, the stack was deleted), or the socket was shut for reading (empty
+/// datagrams come with a header). It is shut for reading here, so that every later call
+/// (another thread's blocked one too) returns at once; a deleted stack says ENETDOWN.
 fn udp_end(fd: RawFd) -> io::Result<()> {
     let _ = sys::shutdown(fd, libc::SHUT_RD);
     let alive = call(fd, |sock| Request::GetOpt {
