@@ -162,11 +162,22 @@ pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
 /// connected already (which stay, as on Linux); those from others are dropped, as a
 /// connected socket only hears its peer. (The engine wrote them all before it answered the
 /// connect.)
+///
+/// A socket shut either way is left as it is: they could not make the round trip (a pair
+/// shut for writing takes nothing, one shut for reading is given nothing), and receives
+/// strip the headers anyway (only read(2) would show them).
 fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
+    if sys::poll_one(fd, libc::POLLIN, 0).map_or(true, |ev| ev & libc::POLLIN == 0)
+        || sys::unix_shutdown(fd) != Some(0)
+    {
+        return; // nothing waits (the usual case: no sock_diag query then), or shut
+    }
     // Take them all first: what the engine hands back must not be read again here.
     let mut waiting = Vec::new();
     let mut buf = vec![0u8; MAX_DGRAM];
-    while let Ok(n) = sys::recv_vec(fd, &mut [&mut buf[..]], libc::MSG_DONTWAIT) {
+    // 0 bytes is the end of the pair (every datagram has a header or a payload): the
+    // socket was shut for reading, which a seqpacket pair answers at once, every time.
+    while let Ok(n @ 1..) = sys::recv_vec(fd, &mut [&mut buf[..]], libc::MSG_DONTWAIT) {
         let d = &buf[..n];
         match udp::parse_header(d) {
             Some(f) if sys::unmap(f.ip()) == sys::unmap(peer.ip()) && f.port() == peer.port() => {
@@ -536,6 +547,10 @@ pub unsafe fn recv_dgram(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Resu
     if full == 0 {
         // No datagram (every one has a header or a payload): the end, see `udp_end`.
         udp_end(fd)?;
+        // Linux's UDP, shut for reading, makes only a receive that would wait return 0.
+        if flags & libc::MSG_DONTWAIT != 0 || sys::is_nonblocking(fd) {
+            return Err(sys::errno_err(libc::EAGAIN));
+        }
         return Ok(Datagram {
             stored: 0,
             len: 0,

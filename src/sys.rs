@@ -3,7 +3,7 @@
 //! symbols: the engine's own plumbing must not recurse into them.
 
 mod diag;
-pub use diag::unix_peer_gone;
+pub use diag::{unix_peer_gone, unix_shutdown};
 
 use std::io;
 use std::mem::{size_of, zeroed};

@@ -203,8 +203,113 @@ static void family(int af) {
   close(tx);
 }
 
+/* Shut before connect: Linux says ENOTCONN yet records the shutdown, and connect goes on;
+ * a socket shut for reading answers receives at once (EAGAIN, or 0 when it would block). The
+ * library's connect once read a shut pair's endless 0-byte ends, forever. */
+static void shut_then_connect(int af, int how) {
+  struct sockaddr_storage a, b;
+  socklen_t al = sizeof a, bl = sizeof b;
+  memset(&a, 0, sizeof a);
+  if (af == AF_INET) {
+    struct sockaddr_in *s = (void *)&a;
+    s->sin_family = AF_INET;
+    s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    al = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (void *)&a;
+    s->sin6_family = AF_INET6;
+    s->sin6_addr = in6addr_loopback;
+    al = sizeof *s;
+  }
+  memcpy(&b, &a, sizeof a);
+  bl = al;
+  int rx = socket(af, SOCK_DGRAM, 0), tx = socket(af, SOCK_DGRAM, 0);
+  if (rx < 0 || tx < 0 || bind(rx, (void *)&a, al) || getsockname(rx, (void *)&a, &al) ||
+      bind(tx, (void *)&b, bl) || getsockname(tx, (void *)&b, &bl)) {
+    printf("setup: %s\n", strerror(errno));
+    exit(1);
+  }
+  printf("%s shutdown %d before connect\n", af == AF_INET ? "v4" : "v6", how);
+  send_one(tx, (void *)&a, al, 5, 0); /* one waits as rx connects */
+  wait_in(rx);
+  res("shutdown(unconnected)", shutdown(rx, how));
+  printf("\n");
+  res("connect(peer)", connect(rx, (void *)&b, bl));
+  printf("\n");
+  long r = recv(rx, buf, sizeof buf, MSG_DONTWAIT);
+  res("recv(DONTWAIT) queued", r);
+  show(r, buf, r, NULL);
+  r = recv(rx, buf, sizeof buf, MSG_DONTWAIT);
+  res("recv(DONTWAIT) empty", r);
+  show(r, buf, r, NULL);
+  if (how != SHUT_WR) {
+    r = recv(rx, buf, sizeof buf, 0);
+    res("recv() shut", r);
+    show(r, buf, r, NULL);
+  }
+  r = send(rx, "abc", 3, MSG_NOSIGNAL);
+  res("send(3)", r);
+  show(r, buf, 0, NULL);
+  close(rx);
+  close(tx);
+}
+
+/* sendto on an unbound socket binds it, inside the call: getsockname shows the port at once
+ * and bind says EINVAL; a socket closed right after its sendto still sends it. (The engine
+ * bound such a socket only as the datagram came out of its pair, and dropped it at close.) */
+static void autobind(int af) {
+  struct sockaddr_storage a, n;
+  socklen_t al = sizeof a, nl;
+  memset(&a, 0, sizeof a);
+  if (af == AF_INET) {
+    struct sockaddr_in *s = (void *)&a;
+    s->sin_family = AF_INET;
+    s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    al = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (void *)&a;
+    s->sin6_family = AF_INET6;
+    s->sin6_addr = in6addr_loopback;
+    al = sizeof *s;
+  }
+  int rx = socket(af, SOCK_DGRAM, 0);
+  if (rx < 0 || bind(rx, (void *)&a, al) || getsockname(rx, (void *)&a, &al)) {
+    printf("setup: %s\n", strerror(errno));
+    exit(1);
+  }
+  printf("%s autobind\n", af == AF_INET ? "v4" : "v6");
+  for (int i = 0; i < 10; i++) {
+    int tx = socket(af, SOCK_DGRAM, 0);
+    send_one(tx, (void *)&a, al, 10 + i, 0);
+    nl = sizeof n;
+    res("getsockname after sendto", getsockname(tx, (void *)&n, &nl));
+    printf(" port %s\n", ((struct sockaddr_in *)&n)->sin_port ? "set" : "0");
+    res("bind after sendto", bind(tx, (void *)&a, al));
+    printf("\n");
+    close(tx);
+    wait_in(rx);
+    recv(rx, buf, sizeof buf, MSG_DONTWAIT);
+  }
+  int got = 0;
+  for (int i = 0; i < 20; i++) {
+    int tx = socket(af, SOCK_DGRAM, 0);
+    send_one(tx, (void *)&a, al, 30 + i, 0);
+    close(tx);
+    wait_in(rx);
+    if (recv(rx, buf, sizeof buf, MSG_DONTWAIT) == 30 + i) got++;
+  }
+  printf("sent and closed at once: %d of 20 arrived\n", got);
+  close(rx);
+}
+
 int main(void) {
   family(AF_INET);
   family(AF_INET6);
+  autobind(AF_INET);
+  autobind(AF_INET6);
+  for (int how = SHUT_RD; how <= SHUT_RDWR; how++) {
+    shut_then_connect(AF_INET, how);
+    shut_then_connect(AF_INET6, how);
+  }
   return 0;
 }

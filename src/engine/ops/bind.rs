@@ -1,6 +1,7 @@
 //! bind(2) and the ports a socket reserves.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
@@ -60,6 +61,28 @@ pub(super) fn bind_port(
         udp_open(st, id);
     }
     Ok(())
+}
+
+/// A UDP socket that the application sent a datagram on before binding it is bound to an
+/// ephemeral port inside the sendto on Linux. The engine binds it when the datagram comes
+/// out of the pair; a request that arrives first (getsockname, bind, ...) sees the datagram
+/// waiting and binds it now, so that it answers as after the sendto.
+pub(super) fn autobind_sent(st: &mut NetStack, id: u64) {
+    let Some(s) = st.socks.get(&id) else { return };
+    if s.stream || s.local.is_some() || !matches!(s.state, SockState::Udp(_)) {
+        return;
+    }
+    let mut one = [0u8; 1];
+    // Every datagram has a payload or a header: a length above 0 is one waiting.
+    let waiting = crate::sys::recv_vec(
+        s.fd.as_raw_fd(),
+        &mut [&mut one[..]],
+        libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+    )
+    .is_ok_and(|n| n > 0);
+    if waiting && bind_port(st, id, None, 0).is_ok() {
+        st.dirty.push(id);
+    }
 }
 
 pub(super) fn listen_ep(local: SocketAddr) -> IpListenEndpoint {

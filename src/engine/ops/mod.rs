@@ -70,6 +70,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     None,
                 ));
             }
+            autobind_sent(st, id);
             match req {
                 Request::Bind { sock, addr } => {
                     bind(st, sock, addr).map_or_else(err, |_| ok(Reply::Ok))

@@ -166,7 +166,12 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     }
                     udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
                 });
-                if s.app_closed {
+                let unbound_sender = s.local.is_none()
+                    && matches!(&s.state, SockState::Udp(u) if u.held.is_some());
+                if unbound_sender {
+                    // Closed at once after its sendto too: bound first, then it goes out.
+                    unbound_senders.push(s.id);
+                } else if s.app_closed {
                     if let SockState::Udp(u) = &s.state {
                         for set in [LINK, LO] {
                             if let Some(h) = u.handles[set] {
@@ -175,10 +180,6 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         }
                     }
                     gone.push(s.id);
-                } else if s.local.is_none()
-                    && matches!(&s.state, SockState::Udp(u) if u.held.is_some())
-                {
-                    unbound_senders.push(s.id);
                 }
             }
             SockState::Fresh | SockState::Done => {
@@ -208,6 +209,8 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         if bind_port(st, id, None, 0).is_ok() {
             st.dirty.push(id);
             moved = true;
+        } else if st.socks.get(&id).is_some_and(|s| s.app_closed) {
+            gone.push(id); // no port for it: its datagram is lost, as UDP may
         }
     }
     for (id, set, h) in strays {
