@@ -398,6 +398,35 @@ pub unsafe fn send_dgram(
     if iov.len() > MAX_IOV {
         return Err(sys::errno_err(libc::EMSGSIZE));
     }
+    // SAFETY: as the caller promises.
+    let r = unsafe { send_framed(fd, iov, to, flags) };
+    if let (Err(e), Some(a)) = (&r, to) {
+        if matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EPIPE)) {
+            // Linux binds an unbound socket before it finds either (no datagram tells the
+            // engine here): bind it as the kernel would, or find it bound (EINVAL).
+            let any = SocketAddr::new(
+                match a {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                },
+                0,
+            );
+            let _ = bind(fd, any);
+        }
+    }
+    r
+}
+
+/// [`send_dgram`] after the iovec count's check: the datagram, with a header if it needs one.
+///
+/// # Safety
+/// As [`send_dgram`].
+unsafe fn send_framed(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    to: Option<SocketAddr>,
+    flags: i32,
+) -> io::Result<usize> {
     // What UDP can carry, checked before the payload is read, as Linux does.
     let total = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
     let v4 = to.is_some_and(|a| sys::unmap(a.ip()).is_ipv4());

@@ -129,6 +129,11 @@ pub struct Sock {
     pub opts: Opts,
     /// The bound local address (port 0 never stays: bind picks one).
     pub local: Option<SocketAddr>,
+    /// bind(2) named a port: a failed connect keeps it (Linux's SOCK_BINDPORT_LOCK).
+    pub port_locked: bool,
+    /// The address a failed connect released (`local` is None then): getsockname still
+    /// shows it, as Linux does, and the next ephemeral port is taken at its IP.
+    pub released: Option<SocketAddr>,
     /// The connected peer.
     pub peer: Option<SocketAddr>,
     /// Pending error for SO_ERROR.
@@ -177,6 +182,8 @@ impl Sock {
             protocol,
             opts,
             local: None,
+            port_locked: false,
+            released: None,
             peer: None,
             so_error: 0,
             app_closed: false,

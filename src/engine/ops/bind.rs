@@ -29,7 +29,9 @@ pub(super) fn bind(st: &mut NetStack, id: u64, addr: SocketAddr) -> Result<(), i
             return Err(libc::EADDRNOTAVAIL);
         }
     }
-    bind_port(st, id, ip, addr.port())
+    bind_port(st, id, ip, addr.port())?;
+    st.socks.get_mut(&id).expect("checked").port_locked = addr.port() != 0;
+    Ok(())
 }
 
 /// Reserves a port (0: an ephemeral one) for `id` and records its local address.
@@ -41,6 +43,11 @@ pub(super) fn bind_port(
 ) -> Result<(), i32> {
     let s = &st.socks[&id];
     let tcp = s.stream;
+    // A port a failed connect released: the next one is taken at the address it had.
+    let ip = match (ip, s.released) {
+        (None, Some(r)) if !unmap(r.ip()).is_unspecified() => Some(unmap(r.ip())),
+        _ => ip,
+    };
     let b = Binding {
         ip,
         sock: id,
@@ -56,6 +63,7 @@ pub(super) fn bind_port(
     st.reserve(tcp, port, b)?;
     let s = st.socks.get_mut(&id).expect("checked");
     let ip = ip.unwrap_or(NetStack::unspecified(s.domain == libc::AF_INET6));
+    s.released = None;
     s.local = Some(NetStack::as_seen(s.domain, SocketAddr::new(ip, port)));
     if !s.stream {
         udp_open(st, id);
@@ -82,6 +90,19 @@ pub(super) fn autobind_sent(st: &mut NetStack, id: u64) {
     .is_ok_and(|n| n > 0);
     if waiting && bind_port(st, id, None, 0).is_ok() {
         st.dirty.push(id);
+    }
+}
+
+/// After a failed connect a TCP socket is a fresh one again on Linux: its port goes back
+/// (unless bind named it), so that it may bind, listen or connect anew.
+pub(super) fn release_failed(st: &mut NetStack, id: u64) {
+    let Some(s) = st.socks.get_mut(&id) else { return };
+    if s.port_locked || !s.stream {
+        return;
+    }
+    if let Some(l) = s.local.take() {
+        s.released = Some(l);
+        st.release(id, Some((true, l.port())));
     }
 }
 

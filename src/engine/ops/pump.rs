@@ -26,6 +26,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut moved = false;
     let mut gone = Vec::new();
     let mut unbound_senders = Vec::new();
+    let mut failed = Vec::new();
     let mut strays = Vec::new();
     let mut deliveries = Vec::new();
     let mut ended = Vec::new();
@@ -72,6 +73,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         st.sets[c.set].remove(c.handle);
                         s.peer = None;
                         settle(s, e, done);
+                        failed.push(s.id);
                         if s.nonblocking_connect {
                             fail_pair(s);
                         }
@@ -205,6 +207,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         st.prime_neighbor(ip, now);
     }
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
+    for id in failed {
+        release_failed(st, id);
+    }
     for id in unbound_senders {
         if bind_port(st, id, None, 0).is_ok() {
             st.dirty.push(id);
