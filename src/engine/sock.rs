@@ -145,6 +145,14 @@ pub struct Sock {
     /// A nonblocking connect failed and our end of the pair is shut for writing; what the
     /// application writes is dropped.
     pub pair_shut: bool,
+    /// That failure is not reported by a connect() yet (Linux's socket is still
+    /// SS_CONNECTING: listen says EINVAL, the next connect reports it).
+    pub failed_unreported: bool,
+    /// shutdown(2) came while it was unreported (SS_DISCONNECTING: connect and listen say
+    /// EINVAL for good).
+    pub disconnecting: bool,
+    /// bind(2) named an address: a failed connect keeps it (SOCK_BINDADDR_LOCK).
+    pub addr_locked: bool,
     /// Blocking connects (control connections) waiting for the connection's outcome.
     pub waiters: Vec<usize>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
@@ -189,6 +197,9 @@ impl Sock {
             app_closed: false,
             nonblocking_connect: false,
             pair_shut: false,
+            failed_unreported: false,
+            disconnecting: false,
+            addr_locked: false,
             waiters: Vec::new(),
             shut_rd: false,
             app_shut_wr: false,

@@ -29,8 +29,20 @@ pub(super) fn bind(st: &mut NetStack, id: u64, addr: SocketAddr) -> Result<(), i
             return Err(libc::EADDRNOTAVAIL);
         }
     }
-    bind_port(st, id, ip, addr.port())?;
-    st.socks.get_mut(&id).expect("checked").port_locked = addr.port() != 0;
+    // What a failed connect left is for its autobinds, not for an address bind names.
+    let released = st.socks.get_mut(&id).expect("checked").released.take();
+    if let Err(e) = bind_port(st, id, ip, addr.port()) {
+        st.socks.get_mut(&id).expect("checked").released = released;
+        return Err(e);
+    }
+    let s = st.socks.get_mut(&id).expect("checked");
+    s.port_locked = addr.port() != 0;
+    s.addr_locked = ip.is_some();
+    // A specific IPv6 address (not a v4-mapped one) makes the socket IPv6-only, as Linux's
+    // inet6_bind does.
+    if ip.is_some_and(|a| a.is_ipv6()) {
+        s.opts.v6only = true;
+    }
     Ok(())
 }
 
@@ -95,15 +107,28 @@ pub(super) fn autobind_sent(st: &mut NetStack, id: u64) {
 
 /// After a failed connect a TCP socket is a fresh one again on Linux: its port goes back
 /// (unless bind named it), so that it may bind, listen or connect anew.
-pub(super) fn release_failed(st: &mut NetStack, id: u64) {
+///
+/// `source` is the address the attempt left from: getsockname shows it until a connect
+/// reports the failure (at once for a blocking one).
+pub(super) fn release_failed(st: &mut NetStack, id: u64, source: Option<IpAddr>) {
     let Some(s) = st.socks.get_mut(&id) else { return };
-    if s.port_locked || !s.stream {
+    if !s.stream {
         return;
     }
-    if let Some(l) = s.local.take() {
-        s.released = Some(l);
-        st.release(id, Some((true, l.port())));
+    let Some(l) = s.local else { return };
+    let shown = NetStack::as_seen(s.domain, SocketAddr::new(source.unwrap_or(l.ip()), l.port()));
+    if s.port_locked {
+        if s.failed_unreported {
+            s.local = Some(shown);
+        }
+        return;
     }
+    s.local = None;
+    s.released = Some(shown);
+    if !s.failed_unreported {
+        super::connect::unlock_source(s);
+    }
+    st.release(id, Some((true, l.port())));
 }
 
 pub(super) fn listen_ep(local: SocketAddr) -> IpListenEndpoint {

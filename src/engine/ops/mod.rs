@@ -95,6 +95,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     // Before the application's shutdown(2): a hang-up may follow that is no
                     // close.
                     s.app_shut_wr |= how == libc::SHUT_WR || how == libc::SHUT_RDWR;
+                    s.disconnecting |= s.failed_unreported;
                     match &s.state {
                         SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
                         SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),

@@ -70,13 +70,14 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         else {
                             unreachable!()
                         };
+                        let dst = s.peer.map(|p| crate::sys::unmap(p.ip()));
                         st.sets[c.set].remove(c.handle);
                         s.peer = None;
                         settle(s, e, done);
-                        failed.push(s.id);
                         if s.nonblocking_connect {
                             fail_pair(s);
                         }
+                        failed.push((s.id, dst));
                         moved = true;
                     }
                     _ if s.app_closed => {
@@ -207,8 +208,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         st.prime_neighbor(ip, now);
     }
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
-    for id in failed {
-        release_failed(st, id);
+    for (id, dst) in failed {
+        let source = dst.and_then(|d| source_for(st, d));
+        release_failed(st, id, source);
     }
     for id in unbound_senders {
         if bind_port(st, id, None, 0).is_ok() {
