@@ -151,6 +151,9 @@ pub struct Sock {
     /// shutdown(2) came while it was unreported (SS_DISCONNECTING: connect and listen say
     /// EINVAL for good).
     pub disconnecting: bool,
+    /// A nonblocking connect's connection came up and no connect() has said so yet: the
+    /// next one returns 0 (Linux's SS_CONNECTING until then), the one after EISCONN.
+    pub completion_unreported: bool,
     /// bind(2) named an address: a failed connect keeps it (SOCK_BINDADDR_LOCK).
     pub addr_locked: bool,
     /// Blocking connects (control connections) waiting for the connection's outcome.
@@ -200,6 +203,7 @@ impl Sock {
             failed_unreported: false,
             disconnecting: false,
             addr_locked: false,
+            completion_unreported: false,
             waiters: Vec::new(),
             shut_rd: false,
             app_shut_wr: false,

@@ -70,8 +70,13 @@ pub(super) fn connect(
     }
     match s.state {
         // The pair of a failed nonblocking connect is shut (see fail_pair): like the kernel's
-        // second connect, report the failure (once); unlike it, never connect again.
+        // second connect, report the failure (once); unlike it, never connect again (the
+        // pair cannot be opened again).
         SockState::Fresh if s.disconnecting => return err(libc::EINVAL),
+        SockState::Connected(_) | SockState::Done if s.completion_unreported => {
+            st.socks.get_mut(&id).expect("checked").completion_unreported = false;
+            return ok(Reply::Ok);
+        }
         SockState::Fresh if s.failed_unreported => {
             let s = st.socks.get_mut(&id).expect("checked");
             s.failed_unreported = false;

@@ -96,6 +96,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     // close.
                     s.app_shut_wr |= how == libc::SHUT_WR || how == libc::SHUT_RDWR;
                     s.disconnecting |= s.failed_unreported;
+                    s.completion_unreported = false; // SS_CONNECTED, as inet_shutdown makes it
                     match &s.state {
                         SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
                         SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),

@@ -57,6 +57,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                             unreachable!()
                         };
                         s.state = SockState::Connected(c);
+                        s.completion_unreported = s.nonblocking_connect;
                         settle(s, 0, done);
                         // State first, then POLLOUT: a caller woken by it reads SO_ERROR 0.
                         if let SockState::Connected(c) = &mut s.state {
