@@ -363,10 +363,11 @@ pub fn broken_pipe(fd: RawFd, flags: i32) -> io::Error {
 }
 
 /// What a read that returned 0 on a TCP stack fd means, as Linux gives it: EOF, or after a
-/// reset ECONNRESET once (the engine closed its end of the pair: POLLHUP), then EOF.
+/// reset ECONNRESET once (the engine closed its end of the pair: POLLHUP), then EOF. A
+/// reset after the peer's FIN (EPIPE) reads as EOF: Linux's recv sees the FIN first.
 pub fn stream_eof(fd: RawFd) -> io::Result<usize> {
     if sys::hung_up(fd) {
-        if let Some(e) = reset_error(fd) {
+        if let Some(e) = reset_error(fd).filter(|&e| e != libc::EPIPE) {
             return Err(sys::errno_err(e));
         }
     }

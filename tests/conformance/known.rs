@@ -109,19 +109,6 @@ pub const KNOWN: &[Known] = &[
         },
     },
     Known {
-        name: "udp-autobind-unseen",
-        reason: "sendto on an unbound UDP socket binds it to an ephemeral port on Linux, which \
-                 getsockname shows and which makes a later bind EINVAL; the engine binds its \
-                 smoltcp socket but does not record the port as the socket's.",
-        engine: true,
-        matches: |k, s, before| {
-            (ran_before(before, "sendto(") || ran_before(before, "sendmsg("))
-                && ((op(k) == "bind" && result(k) == "-1 EINVAL")
-                    || (op(k) == "setsockopt" && k.contains("V6ONLY") && result(k) == "-1 EINVAL")
-                    || (op(k) == "getsockname" && k.contains(":eph/") && s.contains(":0/")))
-        },
-    },
-    Known {
         name: "tcp-failed-connect-state",
         reason: "a TCP socket whose connect failed is a fresh socket again on Linux: it loses \
                  its port (unless bound to a nonzero one) and may bind, listen, connect again \
@@ -139,32 +126,6 @@ pub const KNOWN: &[Known] = &[
         },
     },
     Known {
-        name: "connect-reports-completion-once",
-        reason: "after a nonblocking connect said EINPROGRESS and the connection came up, the \
-                 next connect() returns 0 on Linux (it reports the completion), and only the \
-                 one after says EISCONN; the engine says EISCONN at once.",
-        engine: true,
-        matches: |k, s, before| {
-            op(k) == "connect"
-                && result(k) == "0"
-                && result(s) == "-1 EISCONN"
-                && ran_before(before, "EINPROGRESS")
-        },
-    },
-    Known {
-        name: "connected-udp-local-address",
-        reason: "connect on a UDP socket bound to the wildcard address fixes its local address \
-                 to the route's source on Linux (getsockname shows 127.0.0.1); the engine \
-                 keeps the wildcard.",
-        engine: true,
-        matches: |k, s, _| {
-            op(k) == "getsockname"
-                && k.contains(":lo:")
-                && s.contains(":any:")
-                && k.replace(":lo:", ":any:") == s
-        },
-    },
-    Known {
         name: "udp-shut-rd-drops",
         reason: "after shutdown(SHUT_RD) of a UDP socket Linux still queues datagrams (a read \
                  of an empty queue returns 0); the library shuts the pair's reading side, so \
@@ -177,18 +138,6 @@ pub const KNOWN: &[Known] = &[
                 })
                 && !result(k).starts_with("-1")
                 && result(s) != result(k)
-        },
-    },
-    Known {
-        name: "v6only-value",
-        reason: "IPV6_V6ONLY reads back as the engine keeps it, which does not follow the \
-                 ways Linux changes it by itself: bind to a specific IPv6 address sets it.",
-        engine: true,
-        matches: |k, s, _| {
-            op(k) == "getsockopt"
-                && k.contains("V6ONLY")
-                && result(s).starts_with('0')
-                && result(k).starts_with('0')
         },
     },
     Known {
@@ -226,6 +175,12 @@ pub const KNOWN: &[Known] = &[
                 || (op(k) == "shutdown"
                     && result(k) == "-1 ENOTCONN"
                     && result(s) == "0"
+                    && (ran_before(before, "close(") || ran_before(before, "shutdown(")))
+                // A reset socket whose nonblocking connect's success no connect() reported
+                // is SS_CONNECTING on Linux, and a shutdown makes it SS_DISCONNECTING.
+                || (op(k) == "connect"
+                    && result(k) == "-1 EINVAL"
+                    && result(s) == "-1 EISCONN"
                     && (ran_before(before, "close(") || ran_before(before, "shutdown(")))
                 // A listener closed with connections it had not accepted resets them.
                 || (op(k) == "waitconn" && k.contains("so_error=ECONNRESET"))
