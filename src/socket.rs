@@ -156,6 +156,12 @@ pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// connect(2) with an AF_UNSPEC address: a UDP socket dissolves its association (and gives
+/// back a port bind did not name), as on Linux.
+pub fn disconnect(fd: RawFd) -> io::Result<()> {
+    call(fd, |sock| Request::Disconnect { sock }).map(drop)
+}
+
 /// After a UDP connect: the datagrams already waiting carry the address header of an
 /// unconnected socket, which read(2) would hand to the program. Those from the new peer go
 /// back through the engine to return bare, in order with the bare ones of a socket that was

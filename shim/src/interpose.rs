@@ -336,6 +336,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: libc's connect with the caller's arguments.
         return unsafe { (real().connect)(fd, addr, len) };
     }
+    // AF_UNSPEC (the family's 2 bytes are enough, as Linux reads them) dissolves.
+    // SAFETY: the caller's address, at least as long as its family when len says so.
+    if !addr.is_null()
+        && len as usize >= size_of::<libc::sa_family_t>()
+        && unsafe { (*addr).sa_family } as c_int == libc::AF_UNSPEC
+    {
+        return int_call(|| vs::disconnect(fd).map(|_| 0));
+    }
     // SAFETY: the caller's address and length.
     int_call(|| vs::connect(fd, unsafe { read_addr(addr, len) }?).map(|_| 0))
 }

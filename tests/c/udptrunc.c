@@ -302,11 +302,61 @@ static void autobind(int af) {
   close(rx);
 }
 
+/* connect(AF_UNSPEC) dissolves a UDP association: no peer, and a port bind did not name
+ * goes back (getsockname shows port 0); the socket then hears and sends to anyone. */
+static void disconnect(int af, int bound) {
+  struct sockaddr_storage a, n;
+  socklen_t al = sizeof a, nl;
+  memset(&a, 0, sizeof a);
+  if (af == AF_INET) {
+    struct sockaddr_in *s = (void *)&a;
+    s->sin_family = AF_INET;
+    s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    al = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (void *)&a;
+    s->sin6_family = AF_INET6;
+    s->sin6_addr = in6addr_loopback;
+    al = sizeof *s;
+  }
+  struct sockaddr_storage any = a;
+  ((struct sockaddr_in *)&any)->sin_port = 0;
+  int rx = socket(af, SOCK_DGRAM, 0), tx = socket(af, SOCK_DGRAM, 0);
+  if (rx < 0 || tx < 0 || bind(rx, (void *)&a, al) || getsockname(rx, (void *)&a, &al) ||
+      (bound && bind(tx, (void *)&any, al))) {
+    printf("setup: %s\n", strerror(errno));
+    exit(1);
+  }
+  printf("%s disconnect, %s\n", af == AF_INET ? "v4" : "v6", bound ? "bound" : "autobound");
+  res("connect", connect(tx, (void *)&a, al));
+  printf("\n");
+  struct sockaddr unspec = { .sa_family = AF_UNSPEC };
+  res("connect(AF_UNSPEC)", connect(tx, &unspec, sizeof unspec));
+  printf("\n");
+  nl = sizeof n;
+  res("getpeername", getpeername(tx, (void *)&n, &nl));
+  printf("\n");
+  nl = sizeof n;
+  res("getsockname", getsockname(tx, (void *)&n, &nl));
+  printf(" port %s\n", ((struct sockaddr_in *)&n)->sin_port ? "set" : "0");
+  send_one(tx, (void *)&a, al, 7, 0);
+  wait_in(rx);
+  long r = recv(rx, buf, sizeof buf, MSG_DONTWAIT);
+  res("recv", r);
+  show(r, buf, r, NULL);
+  close(rx);
+  close(tx);
+}
+
 int main(void) {
   family(AF_INET);
   family(AF_INET6);
   autobind(AF_INET);
   autobind(AF_INET6);
+  for (int bound = 0; bound < 2; bound++) {
+    disconnect(AF_INET, bound);
+    disconnect(AF_INET6, bound);
+  }
   for (int how = SHUT_RD; how <= SHUT_RDWR; how++) {
     shut_then_connect(AF_INET, how);
     shut_then_connect(AF_INET6, how);

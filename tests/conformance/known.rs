@@ -71,11 +71,15 @@ pub const KNOWN: &[Known] = &[
         },
     },
     Known {
-        name: "udp-disconnect",
-        reason: "connect(AF_UNSPEC) dissolves a UDP association on Linux; the engine has no \
-                 request for it and the library answers EAFNOSUPPORT. Made only with `all`.",
+        name: "tcp-disconnect",
+        reason: "connect(AF_UNSPEC) on a TCP connection or listener aborts it on Linux \
+                 (tcp_disconnect); the engine does not dissolve those and says EOPNOTSUPP \
+                 (a UDP socket's, and a TCP socket's that is not connected, are as Linux's). \
+                 Made only with `all`.",
         engine: true,
-        matches: |k, s, _| op(k) == "connect" && k.contains("UNSPEC") && result(s) != result(k),
+        matches: |k, s, _| {
+            op(k) == "connect" && k.contains("UNSPEC") && result(s) == "-1 EOPNOTSUPP"
+        },
     },
     Known {
         name: "udp-icmp-errors",

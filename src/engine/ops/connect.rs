@@ -161,6 +161,39 @@ pub(super) fn connect(
     }
 }
 
+/// connect(2) with AF_UNSPEC. A UDP socket forgets its peer, and as Linux's
+/// __udp_disconnect gives back its port unless bind named it, and its address unless bind
+/// named that. A TCP socket not connected is left as it is (Linux's tcp_disconnect does
+/// nothing to one); a connection or a listener is not dissolved (EOPNOTSUPP).
+pub(super) fn disconnect(st: &mut NetStack, id: u64, now: smoltcp::time::Instant) -> Answer {
+    let s = st.socks.get_mut(&id).expect("checked");
+    let u = match &mut s.state {
+        SockState::Udp(u) => u,
+        SockState::Fresh if !s.pair_shut => return ok(Reply::Ok),
+        _ => return err(libc::EOPNOTSUPP),
+    };
+    u.peer = None;
+    s.peer = None;
+    if s.port_locked {
+        if !s.addr_locked {
+            if let Some(l) = &mut s.local {
+                l.set_ip(NetStack::unspecified(s.domain == libc::AF_INET6));
+            }
+        }
+        return ok(Reply::Ok);
+    }
+    let handles = std::mem::take(&mut u.handles);
+    let port = s.local.take().map(|l| (false, l.port()));
+    for (set, h) in handles.into_iter().enumerate() {
+        if let Some(h) = h {
+            // Its queued datagrams still go out, as a closed socket's.
+            st.endings.flush_udp(&mut st.sets, set, h, now);
+        }
+    }
+    st.release(id, port);
+    ok(Reply::Ok)
+}
+
 /// A failed connect reported: the source address it chose goes, unless bind named it
 /// (Linux's tcp_disconnect); getsockname shows the wildcard with the old port.
 pub(super) fn unlock_source(s: &mut Sock) {

@@ -39,6 +39,7 @@ pub fn sock_of(req: &Request) -> Option<u64> {
         | Request::Listen { sock, .. }
         | Request::Connect { sock, .. }
         | Request::Padded { sock, .. }
+        | Request::Disconnect { sock }
         | Request::Name { sock, .. }
         | Request::Shutdown { sock, .. }
         | Request::SetOpt { sock, .. }
@@ -89,6 +90,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     }
                     ok(Reply::Ok)
                 }
+                Request::Disconnect { sock } => disconnect(st, sock, ctx.now),
                 Request::Name { sock, peer } => name(st, sock, peer),
                 Request::Shutdown { sock, how } => {
                     let s = st.socks.get_mut(&sock).expect("checked");
