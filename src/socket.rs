@@ -445,12 +445,9 @@ unsafe fn send_framed(
         // A payload that looks like a header gets one meaning "the connected peer"; so does
         // an empty one (a bare empty message reads as the end of the pair).
         // SAFETY: as the caller promises.
-        None if total == 0 || unsafe { gather(iov, 0, udp::MAGIC.len()) } == udp::MAGIC => {
-            Some(udp::header(&SocketAddr::new(
-                std::net::Ipv4Addr::UNSPECIFIED.into(),
-                0,
-            )))
-        }
+        None if total == 0 || unsafe { gather(iov, 0, udp::MAGIC.len()) } == udp::MAGIC => Some(
+            udp::header(&SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)),
+        ),
         None => None,
     };
     let Some(h) = hdr else {

@@ -114,9 +114,11 @@ pub const KNOWN: &[Known] = &[
     },
     Known {
         name: "tcp-failed-connect-state",
-        reason: "a TCP socket whose connect failed is a fresh socket again on Linux: it loses \
-                 its port (unless bound to a nonzero one) and may bind, listen, connect again \
-                 or set IPV6_V6ONLY; the engine keeps it bound and failed (ECONNABORTED).",
+        reason: "a TCP socket whose nonblocking connect failed may listen or connect again on \
+                 Linux once a connect() reported the failure; its pair was shut to show the \
+                 failure (POLLIN|POLLRDHUP, EOF), a pair cannot be opened again, and the engine \
+                 says ECONNABORTED and EINVAL. (A blocking connect's failure, the port given \
+                 back, the report itself and SS_DISCONNECTING are as Linux's.)",
         engine: true,
         matches: |k, s, before| {
             (ran_before(before, "ECONNREFUSED")

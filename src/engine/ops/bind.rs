@@ -111,12 +111,17 @@ pub(super) fn autobind_sent(st: &mut NetStack, id: u64) {
 /// `source` is the address the attempt left from: getsockname shows it until a connect
 /// reports the failure (at once for a blocking one).
 pub(super) fn release_failed(st: &mut NetStack, id: u64, source: Option<IpAddr>) {
-    let Some(s) = st.socks.get_mut(&id) else { return };
+    let Some(s) = st.socks.get_mut(&id) else {
+        return;
+    };
     if !s.stream {
         return;
     }
     let Some(l) = s.local else { return };
-    let shown = NetStack::as_seen(s.domain, SocketAddr::new(source.unwrap_or(l.ip()), l.port()));
+    let shown = NetStack::as_seen(
+        s.domain,
+        SocketAddr::new(source.unwrap_or(l.ip()), l.port()),
+    );
     if s.port_locked {
         if s.failed_unreported {
             s.local = Some(shown);

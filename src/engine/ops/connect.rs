@@ -74,7 +74,10 @@ pub(super) fn connect(
         // pair cannot be opened again).
         SockState::Fresh if s.disconnecting => return err(libc::EINVAL),
         SockState::Connected(_) | SockState::Done if s.completion_unreported => {
-            st.socks.get_mut(&id).expect("checked").completion_unreported = false;
+            st.socks
+                .get_mut(&id)
+                .expect("checked")
+                .completion_unreported = false;
             return ok(Reply::Ok);
         }
         SockState::Fresh if s.failed_unreported => {

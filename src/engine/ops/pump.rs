@@ -170,8 +170,8 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     }
                     udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
                 });
-                let unbound_sender = s.local.is_none()
-                    && matches!(&s.state, SockState::Udp(u) if u.held.is_some());
+                let unbound_sender =
+                    s.local.is_none() && matches!(&s.state, SockState::Udp(u) if u.held.is_some());
                 if unbound_sender {
                     // Closed at once after its sendto too: bound first, then it goes out.
                     unbound_senders.push(s.id);
