@@ -195,11 +195,12 @@ impl Endings {
             Request::Shutdown { .. } => Reply::Err(libc::ENOTCONN),
             Request::Connect { .. } => Reply::Err(libc::EISCONN),
             Request::Bind { .. } | Request::Listen { .. } => Reply::Err(libc::EINVAL),
-            Request::SetOpt { level, name, .. }
-                if (level, name) == (libc::SOL_SOCKET, libc::SO_ERROR) =>
-            {
-                Reply::Err(libc::ENOPROTOOPT)
-            }
+            // Read-only, as for a live socket (ops::opts::setopt).
+            Request::SetOpt {
+                level: libc::SOL_SOCKET,
+                name: libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ERROR,
+                ..
+            } => Reply::Err(libc::ENOPROTOOPT),
             Request::SetOpt {
                 level, name, value, ..
             } => {

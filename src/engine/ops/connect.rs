@@ -169,6 +169,10 @@ pub(super) fn connect(
 /// named that. A TCP socket not connected is left as it is (Linux's tcp_disconnect does
 /// nothing to one); a connection or a listener is not dissolved (EOPNOTSUPP).
 pub(super) fn disconnect(st: &mut NetStack, id: u64, now: smoltcp::time::Instant) -> Answer {
+    if !st.socks[&id].stream {
+        // Datagrams sent before leave from the old port, to the old peer.
+        pump_udp_now(st, id, now);
+    }
     let s = st.socks.get_mut(&id).expect("checked");
     let u = match &mut s.state {
         SockState::Udp(u) => u,
@@ -186,7 +190,13 @@ pub(super) fn disconnect(st: &mut NetStack, id: u64, now: smoltcp::time::Instant
         return ok(Reply::Ok);
     }
     let handles = std::mem::take(&mut u.handles);
-    let port = s.local.take().map(|l| (false, l.port()));
+    let local = s.local.take();
+    let port = local.map(|l| (false, l.port()));
+    // An address bind named stays (getsockname shows it with port 0; the next port is
+    // taken at it).
+    s.released = local
+        .filter(|_| s.addr_locked)
+        .map(|l| SocketAddr::new(l.ip(), 0));
     for (set, h) in handles.into_iter().enumerate() {
         if let Some(h) = h {
             // Its queued datagrams still go out, as a closed socket's.

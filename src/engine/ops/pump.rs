@@ -269,6 +269,24 @@ fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>, mss: i3
     }
 }
 
+/// Moves UDP socket `id`'s datagrams now, outside a round: what the application sent before
+/// a request that changes the socket (a disconnect) leaves as it was sent.
+pub(super) fn pump_udp_now(st: &mut NetStack, id: u64, now: Instant) {
+    let routes = RouteView::of(st);
+    let Some(s) = st.socks.get_mut(&id) else {
+        return;
+    };
+    crate::engine::device::with_buf(|buf| {
+        if buf.len() < 65536 + udp::HEADER {
+            buf.resize(65536 + udp::HEADER, 0);
+        }
+        udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
+    });
+    for ip in routes.to_link.take() {
+        st.prime_neighbor(ip, now);
+    }
+}
+
 /// What the UDP bridge needs to route, copied out so the sockets can be borrowed mutably.
 struct RouteView {
     own: Vec<IpAddress>,
