@@ -3,7 +3,7 @@
 //! symbols: the engine's own plumbing must not recurse into them.
 
 mod diag;
-pub use diag::unix_peer_gone;
+pub use diag::{unix_peer_gone, unix_shutdown};
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -698,12 +698,21 @@ pub fn send_vec(fd: RawFd, parts: &[&[u8]], flags: i32) -> io::Result<usize> {
             iov_len: p.len(),
         })
         .collect();
+    // SAFETY: the iovecs describe live buffers, which the kernel only reads.
+    unsafe { send_iov(fd, &iov, flags) }
+}
+
+/// sendmsg(2) of the buffers `iov` describes as one message, never raising SIGPIPE.
+///
+/// # Safety
+/// As sendmsg(2): the kernel reads the iovecs' memory (and answers EFAULT where it cannot).
+pub unsafe fn send_iov(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Result<usize> {
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut _;
     msg.msg_iovlen = iov.len();
     loop {
-        // SAFETY: msg points at iovecs over live buffers.
+        // SAFETY: msg points at the caller's iovecs.
         let r = unsafe {
             marked(
                 libc::SYS_sendmsg,
@@ -732,6 +741,15 @@ pub fn recv_vec(fd: RawFd, parts: &mut [&mut [u8]], flags: i32) -> io::Result<us
             iov_len: p.len(),
         })
         .collect();
+    // SAFETY: the iovecs describe live, writable buffers.
+    unsafe { recv_iov(fd, &iov, flags) }.map(|(n, _)| n)
+}
+
+/// recvmsg(2) into the buffers `iov` describes; returns the length and the msg_flags.
+///
+/// # Safety
+/// As recvmsg(2): the kernel writes the iovecs' memory (and answers EFAULT where it cannot).
+pub unsafe fn recv_iov(fd: RawFd, iov: &[libc::iovec], flags: i32) -> io::Result<(usize, i32)> {
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut _;
@@ -746,7 +764,7 @@ pub fn recv_vec(fd: RawFd, parts: &mut [&mut [u8]], flags: i32) -> io::Result<us
         };
         match cvt(r) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => return other.map(|n| n as usize),
+            other => return other.map(|n| (n as usize, msg.msg_flags)),
         }
     }
 }

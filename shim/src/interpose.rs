@@ -123,6 +123,10 @@ unsafe fn write_addr(a: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) ->
     if addr.is_null() || len.is_null() {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
     }
+    // SAFETY: len is valid.
+    if (unsafe { *len } as c_int) < 0 {
+        return Err(einval());
+    }
     let (ss, n) = vdestack::internal::sys::std_to_sockaddr(&a);
     // SAFETY: len is valid, addr has *len writable bytes.
     unsafe {
@@ -297,7 +301,8 @@ unsafe fn forget_passed(m: &msghdr) {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c) as *const c_int;
-                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                let n = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
+                    / size_of::<c_int>();
                 for i in 0..n {
                     fdtable::forget(ptr::read_unaligned(data.add(i)));
                 }
@@ -331,6 +336,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     if !ours(fd) {
         // SAFETY: libc's connect with the caller's arguments.
         return unsafe { (real().connect)(fd, addr, len) };
+    }
+    // AF_UNSPEC (the family's 2 bytes are enough, as Linux reads them) dissolves.
+    // SAFETY: the caller's address, at least as long as its family when len says so.
+    if !addr.is_null()
+        && len as usize >= size_of::<libc::sa_family_t>()
+        && unsafe { (*addr).sa_family } as c_int == libc::AF_UNSPEC
+    {
+        return int_call(|| vs::disconnect(fd).map(|_| 0));
     }
     // SAFETY: the caller's address and length.
     int_call(|| vs::connect(fd, unsafe { read_addr(addr, len) }?).map(|_| 0))
@@ -430,7 +443,8 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 }
 
 /// Options the pair itself keeps: timeouts and watermarks govern the application's blocking
-/// reads and writes, which happen on the pair.
+/// reads and writes, which happen on the pair; SO_BROADCAST is a flag any socket keeps (the
+/// engine sends to broadcast addresses without it).
 fn pair_option(level: c_int, name: c_int) -> bool {
     level == libc::SOL_SOCKET
         && matches!(
@@ -440,6 +454,7 @@ fn pair_option(level: c_int, name: c_int) -> bool {
                 | libc::SO_RCVLOWAT
                 | libc::SO_SNDLOWAT
                 | libc::SO_LINGER
+                | libc::SO_BROADCAST
         )
 }
 
@@ -468,6 +483,10 @@ pub unsafe extern "C" fn getsockopt(
     int_call(|| {
         if val.is_null() || len.is_null() {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: len is the caller's, checked non-null.
+        if (unsafe { *len } as c_int) < 0 {
+            return Err(einval()); // a negative length, as the kernel reads it
         }
         if (level, name) == (libc::IPPROTO_TCP, libc::TCP_INFO) {
             // SAFETY: the caller's buffer and length, checked non-null.
@@ -605,21 +624,20 @@ pub unsafe extern "C" fn sendto(
         }
     }
     size_call(|| {
-        if buf.is_null() && n > 0 {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        // SAFETY: the caller's buffer of n bytes, and address.
-        let data = if n == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(buf as *const u8, n) }
-        };
         let to = if addr.is_null() {
             None
+        } else if len as usize > size_of::<libc::sockaddr_storage>() {
+            return Err(einval());
         } else {
+            // SAFETY: the caller's address of len bytes.
             Some(unsafe { read_addr(addr, len) }?)
         };
-        vs::send_to(fd, data, to, flags)
+        let iov = libc::iovec {
+            iov_base: buf as *mut c_void,
+            iov_len: n,
+        };
+        // SAFETY: the caller's buffer, which the kernel reads (EFAULT if it cannot).
+        unsafe { vs::send_dgram(fd, &[iov], to, flags) }
     })
 }
 
@@ -661,25 +679,26 @@ fn stream_eof(fd: c_int, r: ssize_t, n: size_t) -> ssize_t {
     size_call(|| vs::stream_eof(fd))
 }
 
-/// Gathers a message's iovecs into one buffer.
+/// A message's iovecs, with the kernel's errors for a bad array.
 ///
 /// # Safety
-/// `msg` points at a valid msghdr whose iovecs are readable.
-unsafe fn gather(msg: &msghdr) -> Vec<u8> {
-    let mut v = Vec::new();
-    for i in 0..msg.msg_iovlen {
-        // SAFETY: msg_iov has msg_iovlen entries, each base with len readable bytes.
-        unsafe {
-            let iov = &*msg.msg_iov.add(i);
-            if !iov.iov_base.is_null() {
-                v.extend_from_slice(std::slice::from_raw_parts(
-                    iov.iov_base as *const u8,
-                    iov.iov_len,
-                ));
-            }
-        }
+/// `m.msg_iov` is NULL or points at `m.msg_iovlen` iovecs.
+unsafe fn iovecs<'a>(m: &msghdr) -> io::Result<&'a [libc::iovec]> {
+    if m.msg_iovlen == 0 {
+        return Ok(&[]);
     }
-    v
+    if m.msg_iovlen > vs::MAX_IOV {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    if m.msg_iov.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    // SAFETY: as the caller promises.
+    let iov = unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) };
+    if iov.iter().any(|v| (v.iov_len as isize) < 0) {
+        return Err(einval()); // a negative length, as the kernel reads it
+    }
+    Ok(iov)
 }
 
 /// sendmsg(2).
@@ -703,15 +722,19 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         return stream_send(fd, flags, |f| unsafe { (real().sendmsg)(fd, &bare, f) });
     }
     size_call(|| {
-        // SAFETY: the caller's message.
-        let data = unsafe { gather(m) };
-        let to = if m.msg_name.is_null() {
+        // As the kernel: a name of length 0 is no name, a longer one than any is cut.
+        let to = if m.msg_name.is_null() || m.msg_namelen == 0 {
             None
+        } else if (m.msg_namelen as c_int) < 0 {
+            return Err(einval());
         } else {
             // SAFETY: the caller's address.
             Some(unsafe { read_addr(m.msg_name as *const sockaddr, m.msg_namelen) }?)
         };
-        vs::send_to(fd, &data, to, flags)
+        // SAFETY: the caller's message.
+        let iov = unsafe { iovecs(m) }?;
+        // SAFETY: the caller's iovecs, which the kernel reads.
+        unsafe { vs::send_dgram(fd, iov, to, flags) }
     })
 }
 
@@ -722,18 +745,20 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     match kind(fd) {
-        Kind::StackDgram => {}
+        Kind::StackDgram => {
+            // SAFETY: the caller's arguments.
+            unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
+        }
+        Kind::StackStream if flags & libc::MSG_TRUNC != 0 => {
+            stream_eof(fd, size_call(|| vs::recv_discard(fd, n, flags)), n)
+        }
         Kind::StackStream => {
             // SAFETY: libc's recv with the caller's arguments.
-            return stream_eof(fd, unsafe { (real().recv)(fd, buf, n, flags) }, n);
+            stream_eof(fd, unsafe { (real().recv)(fd, buf, n, flags) }, n)
         }
-        _ => {
-            // SAFETY: libc's recv with the caller's arguments.
-            return unsafe { (real().recv)(fd, buf, n, flags) };
-        }
+        // SAFETY: libc's recv with the caller's arguments.
+        _ => unsafe { (real().recv)(fd, buf, n, flags) },
     }
-    // SAFETY: the caller's arguments.
-    unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
 }
 
 /// recvfrom(2).
@@ -750,15 +775,21 @@ pub unsafe extern "C" fn recvfrom(
     len: *mut socklen_t,
 ) -> ssize_t {
     let k = kind(fd);
-    if !k.is_stack() || (k == Kind::StackStream && addr.is_null()) {
+    let trunc = flags & libc::MSG_TRUNC != 0;
+    if !k.is_stack() || (k == Kind::StackStream && addr.is_null() && !trunc) {
         // SAFETY: libc's recvfrom with the caller's arguments.
         return unsafe { (real().recvfrom)(fd, buf, n, flags, addr, len) };
     }
     if k == Kind::StackStream {
-        // TCP gives no address: the length says so.
-        // SAFETY: libc's recv on the pair; len is the caller's, checked non-null.
-        let r = stream_eof(fd, unsafe { (real().recv)(fd, buf, n, flags) }, n);
-        if r >= 0 && !len.is_null() {
+        let r = if trunc {
+            size_call(|| vs::recv_discard(fd, n, flags))
+        } else {
+            // SAFETY: libc's recv on the pair.
+            unsafe { (real().recv)(fd, buf, n, flags) }
+        };
+        let r = stream_eof(fd, r, n);
+        if r >= 0 && !addr.is_null() && !len.is_null() {
+            // TCP gives no address: the length says so.
             // SAFETY: len is the caller's.
             unsafe { *len = 0 };
         }
@@ -769,7 +800,7 @@ pub unsafe extern "C" fn recvfrom(
 }
 
 /// # Safety
-/// `buf` has `n` writable bytes (or is NULL with n == 0); addr/len as recvfrom(2).
+/// `buf` has `n` writable bytes (the kernel checks); addr/len as recvfrom(2).
 unsafe fn recv_dgram(
     fd: c_int,
     buf: *mut c_void,
@@ -779,30 +810,25 @@ unsafe fn recv_dgram(
     len: *mut socklen_t,
 ) -> ssize_t {
     size_call(|| {
-        if buf.is_null() && n > 0 {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        let mut empty = [0u8; 0];
-        // SAFETY: the caller's buffer of n bytes.
-        let data = if n == 0 {
-            &mut empty[..]
-        } else {
-            unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, n) }
+        let iov = libc::iovec {
+            iov_base: buf,
+            iov_len: n,
         };
-        let (got, from) = vs::recv_from(fd, data, flags)?;
-        if !addr.is_null() {
-            match from {
-                // SAFETY: the caller's buffer.
-                Some(a) => unsafe { write_addr(a, addr, len)? },
-                None if !len.is_null() => {
-                    // Connected socket: the peer is who sent it.
-                    // SAFETY: the caller's buffer.
-                    unsafe { write_addr(vs::peer_addr(fd)?, addr, len)? }
-                }
-                None => {}
-            }
+        // SAFETY: the caller's buffer, which the kernel writes (EFAULT if it cannot).
+        let d = unsafe { vs::recv_dgram(fd, &[iov], flags) }?;
+        if d.eof && !len.is_null() {
+            // SAFETY: the caller's length.
+            unsafe { *len = 0 }; // no datagram, no sender: as Linux
+        } else if !addr.is_null() {
+            let from = match d.from {
+                Some(a) => a,
+                // A connected socket's datagrams come from its peer.
+                None => vs::peer_addr(fd)?,
+            };
+            // SAFETY: the caller's buffer.
+            unsafe { write_addr(from, addr, len)? };
         }
-        Ok(got)
+        Ok(d.returned(flags))
     })
 }
 
@@ -824,23 +850,28 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     }
     // SAFETY: msg is non-null and, as the caller promises, valid.
     let m = unsafe { &mut *msg };
-    if k == Kind::StackStream {
+    if k == Kind::StackStream && flags & libc::MSG_TRUNC == 0 {
         let (name, namelen) = (m.msg_name, m.msg_namelen);
         m.msg_name = ptr::null_mut();
         m.msg_namelen = 0;
         // SAFETY: the caller's message; TCP reports no address.
         let r = unsafe { (real().recvmsg)(fd, m, flags) };
         let r = if r == 0 {
-            let room: usize = (0..m.msg_iovlen)
+            let room = (0..m.msg_iovlen)
                 // SAFETY: msg_iov has msg_iovlen entries.
                 .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
-                .sum();
+                .fold(0usize, usize::saturating_add);
             stream_eof(fd, r, room)
         } else {
             r
         };
         m.msg_name = name;
-        m.msg_namelen = if r >= 0 { 0 } else { namelen };
+        // TCP has no address: a name buffer gets length 0, a missing one nothing.
+        m.msg_namelen = if r >= 0 && !name.is_null() {
+            0
+        } else {
+            namelen
+        };
         if r >= 0 {
             // SAFETY: recvmsg filled m.
             unsafe { forget_passed(m) };
@@ -848,28 +879,42 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         return r;
     }
     size_call(|| {
-        let cap: usize = (0..m.msg_iovlen)
-            // SAFETY: msg_iov has msg_iovlen entries.
-            .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
-            .sum();
-        let mut data = vec![0u8; cap];
-        let (got, from) = vs::recv_from(fd, &mut data, flags)?;
-        let mut left = &data[..got];
-        for i in 0..m.msg_iovlen {
-            // SAFETY: each iovec has iov_len writable bytes at iov_base.
-            unsafe {
-                let iov = &*m.msg_iov.add(i);
-                let k = left.len().min(iov.iov_len);
-                if k > 0 {
-                    ptr::copy_nonoverlapping(left.as_ptr(), iov.iov_base as *mut u8, k);
-                }
-                left = &left[k..];
-            }
+        if !m.msg_name.is_null() && (m.msg_namelen as c_int) < 0 {
+            return Err(einval());
         }
+        // SAFETY: the caller's message.
+        let iov = unsafe { iovecs(m) }?;
+        m.msg_flags = flags & libc::MSG_CMSG_CLOEXEC;
         m.msg_controllen = 0;
-        m.msg_flags = 0;
-        if !m.msg_name.is_null() {
-            let a = match from {
+        if k == Kind::StackStream {
+            // MSG_TRUNC: TCP counts the bytes and stores none.
+            let cap = iov.iter().fold(0usize, |t, v| t.saturating_add(v.iov_len));
+            let n = match vs::recv_discard(fd, cap, flags) {
+                Ok(0) if cap > 0 => vs::stream_eof(fd)?, // EOF, or a reset's error
+                Ok(n) => n,
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::ECONNRESET) {
+                        vs::reset_reported(fd);
+                    }
+                    return Err(e);
+                }
+            };
+            if !m.msg_name.is_null() {
+                m.msg_namelen = 0;
+            }
+            return Ok(n);
+        }
+        // SAFETY: the caller's iovecs, which the kernel writes.
+        let d = unsafe { vs::recv_dgram(fd, iov, flags) }?;
+        if d.truncated() {
+            m.msg_flags |= libc::MSG_TRUNC;
+        }
+        if d.eof {
+            if !m.msg_name.is_null() {
+                m.msg_namelen = 0;
+            }
+        } else if !m.msg_name.is_null() {
+            let a = match d.from {
                 Some(a) => a,
                 None => vs::peer_addr(fd)?,
             };
@@ -878,6 +923,6 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             unsafe { write_addr(a, m.msg_name as *mut sockaddr, &mut l)? };
             m.msg_namelen = l;
         }
-        Ok(got)
+        Ok(d.returned(flags))
     })
 }

@@ -75,6 +75,11 @@ pub enum Request {
         /// known.
         pad: u32,
     },
+    /// connect(2) with an AF_UNSPEC address: a UDP socket forgets its peer.
+    Disconnect {
+        /// The socket.
+        sock: u64,
+    },
     /// The client could write only `bytes` of the padding its connect announced.
     Padded {
         /// The socket.
@@ -302,6 +307,7 @@ impl Request {
                 pad,
             } => w.u8(8).u64(*sock).addr(addr).u8(*wait as u8).u32(*pad),
             Request::Padded { sock, bytes } => w.u8(14).u64(*sock).u32(*bytes),
+            Request::Disconnect { sock } => w.u8(17).u64(*sock),
             Request::Name { sock, peer } => w.u8(9).u64(*sock).u8(*peer as u8),
             Request::Shutdown { sock, how } => w.u8(10).u64(*sock).i32(*how),
             Request::SetOpt {
@@ -378,6 +384,7 @@ impl Request {
             },
             13 => Request::Nameservers { stack: r.u32()? },
             15 => Request::Pending { stack: r.u32()? },
+            17 => Request::Disconnect { sock: r.u64()? },
             14 => Request::Padded {
                 sock: r.u64()?,
                 bytes: r.u32()?,
@@ -466,6 +473,7 @@ mod tests {
                 pad: 53249,
             },
             Request::Padded { sock: 7, bytes: 0 },
+            Request::Disconnect { sock: 9 },
             Request::SetOpt {
                 sock: 1,
                 level: 6,

@@ -195,15 +195,23 @@ impl Endings {
             Request::Shutdown { .. } => Reply::Err(libc::ENOTCONN),
             Request::Connect { .. } => Reply::Err(libc::EISCONN),
             Request::Bind { .. } | Request::Listen { .. } => Reply::Err(libc::EINVAL),
-            Request::SetOpt { level, name, .. }
-                if (level, name) == (libc::SOL_SOCKET, libc::SO_ERROR) =>
-            {
-                Reply::Err(libc::ENOPROTOOPT)
-            }
+            // Read-only, as for a live socket (ops::opts::setopt).
+            Request::SetOpt {
+                level: libc::SOL_SOCKET,
+                name: libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ERROR,
+                ..
+            } => Reply::Err(libc::ENOPROTOOPT),
             Request::SetOpt {
                 level, name, value, ..
             } => {
-                e.opts.other.insert((level, name), value);
+                match (level, name) {
+                    (libc::SOL_SOCKET, libc::SO_REUSEADDR) => e.opts.reuseaddr = value != 0,
+                    (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => e.opts.keepalive = value != 0,
+                    (libc::IPPROTO_TCP, libc::TCP_NODELAY) => e.opts.nodelay = value != 0,
+                    _ => {
+                        e.opts.other.insert((level, name), value);
+                    }
+                }
                 Reply::Ok
             }
             Request::GetOpt { level, name, .. } => match (level, name) {
@@ -220,6 +228,14 @@ impl Endings {
                     Reply::Int(linger2_shown(e.opts.linger2) as i64)
                 }
                 (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => Reply::Int(e.opts.keepalive as i64),
+                (libc::SOL_SOCKET, libc::SO_REUSEADDR) => Reply::Int(e.opts.reuseaddr as i64),
+                (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => Reply::Int(e.opts.syncnt as i64),
+                (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if e.domain == libc::AF_INET6 => {
+                    Reply::Int(e.opts.v6only as i64)
+                }
+                (libc::IPPROTO_IP, libc::IP_TTL) => {
+                    Reply::Int(*e.opts.other.get(&(level, name)).unwrap_or(&64) as i64)
+                }
                 (libc::SOL_SOCKET, libc::SO_RCVBUF) => Reply::Int(e.opts.rcvbuf as i64),
                 (libc::SOL_SOCKET, libc::SO_SNDBUF) => Reply::Int(e.opts.sndbuf as i64),
                 (libc::IPPROTO_TCP, libc::TCP_NODELAY) => Reply::Int(e.opts.nodelay as i64),

@@ -129,6 +129,11 @@ pub struct Sock {
     pub opts: Opts,
     /// The bound local address (port 0 never stays: bind picks one).
     pub local: Option<SocketAddr>,
+    /// bind(2) named a port: a failed connect keeps it (Linux's SOCK_BINDPORT_LOCK).
+    pub port_locked: bool,
+    /// The address a failed connect released (`local` is None then): getsockname still
+    /// shows it, as Linux does, and the next ephemeral port is taken at its IP.
+    pub released: Option<SocketAddr>,
     /// The connected peer.
     pub peer: Option<SocketAddr>,
     /// Pending error for SO_ERROR.
@@ -140,6 +145,17 @@ pub struct Sock {
     /// A nonblocking connect failed and our end of the pair is shut for writing; what the
     /// application writes is dropped.
     pub pair_shut: bool,
+    /// That failure is not reported by a connect() yet (Linux's socket is still
+    /// SS_CONNECTING: listen says EINVAL, the next connect reports it).
+    pub failed_unreported: bool,
+    /// shutdown(2) came while it was unreported (SS_DISCONNECTING: connect and listen say
+    /// EINVAL for good).
+    pub disconnecting: bool,
+    /// A nonblocking connect's connection came up and no connect() has said so yet: the
+    /// next one returns 0 (Linux's SS_CONNECTING until then), the one after EISCONN.
+    pub completion_unreported: bool,
+    /// bind(2) named an address: a failed connect keeps it (SOCK_BINDADDR_LOCK).
+    pub addr_locked: bool,
     /// Blocking connects (control connections) waiting for the connection's outcome.
     pub waiters: Vec<usize>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
@@ -177,11 +193,17 @@ impl Sock {
             protocol,
             opts,
             local: None,
+            port_locked: false,
+            released: None,
             peer: None,
             so_error: 0,
             app_closed: false,
             nonblocking_connect: false,
             pair_shut: false,
+            failed_unreported: false,
+            disconnecting: false,
+            addr_locked: false,
+            completion_unreported: false,
             waiters: Vec::new(),
             shut_rd: false,
             app_shut_wr: false,

@@ -10,6 +10,8 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// UDIAG_SHOW_PEER, UNIX_DIAG_PEER (linux/unix_diag.h).
 const UDIAG_SHOW_PEER: u32 = 0x4;
 const UNIX_DIAG_PEER: u16 = 2;
+/// UNIX_DIAG_SHUTDOWN: always in the reply.
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 /// struct unix_diag_req.
 #[repr(C)]
@@ -33,6 +35,24 @@ struct Request {
 /// went). A hang-up cannot tell: both ends shut for writing look the same. sock_diag can:
 /// once the other end is released, the peer inode it reports is 0. None if it cannot say.
 pub fn unix_peer_gone(fd: RawFd) -> Option<bool> {
+    let reply = query(fd, UDIAG_SHOW_PEER)?;
+    match attr(&reply, UNIX_DIAG_PEER) {
+        Ok(Some(peer)) => Some(peer.get(..4)? == [0; 4]),
+        Ok(None) => Some(true), // no peer at all
+        Err(_) => None,
+    }
+}
+
+/// How AF_UNIX socket `fd` itself was shut: SHUT_RD as 1, SHUT_WR as 2 (the kernel's
+/// sk_shutdown; a connected stream or seqpacket socket is shut for reading when its peer
+/// shuts for writing). None if sock_diag cannot say.
+pub fn unix_shutdown(fd: RawFd) -> Option<u8> {
+    let reply = query(fd, 0)?;
+    attr(&reply, UNIX_DIAG_SHUTDOWN).ok()??.first().copied()
+}
+
+/// Asks sock_diag about AF_UNIX socket `fd`, showing `show`; returns the reply.
+fn query(fd: RawFd, show: u32) -> Option<Vec<u8>> {
     // SAFETY: stat is plain old data; fstat fills the one we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -68,7 +88,7 @@ pub fn unix_peer_gone(fd: RawFd) -> Option<bool> {
             pad: 0,
             states: u32::MAX,
             ino: st.st_ino as u32,
-            show: UDIAG_SHOW_PEER,
+            show,
             cookie: [u32::MAX; 2], // INET_DIAG_NOCOOKIE
         },
     };
@@ -101,19 +121,17 @@ pub fn unix_peer_gone(fd: RawFd) -> Option<bool> {
             std::ptr::null_mut::<libc::socklen_t>(),
         )
     };
-    let reply = buf.get(..usize::try_from(n).ok()?)?;
-    parse_peer(reply).ok()
+    Some(buf.get(..usize::try_from(n).ok()?)?.to_vec())
 }
 
-/// Reads the reply: Ok(true) when no live peer is reported.
-fn parse_peer(m: &[u8]) -> io::Result<bool> {
+/// The value of attribute `kind` in a reply, None if the reply has none.
+fn attr(m: &[u8], kind: u16) -> io::Result<Option<&[u8]>> {
     let bad = || io::Error::from(io::ErrorKind::InvalidData);
     let u16_at = |i: usize| m.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    let u32_at = |i: usize| {
-        m.get(i..i + 4)
-            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let len = u32_at(0).ok_or_else(bad)? as usize;
+    let len = m
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(bad)? as usize;
     if u16_at(4).ok_or_else(bad)? != SOCK_DIAG_BY_FAMILY || len > m.len() {
         return Err(bad()); // NLMSG_ERROR: no such socket, or no sock_diag
     }
@@ -121,16 +139,16 @@ fn parse_peer(m: &[u8]) -> io::Result<bool> {
     let mut at = 16 + 16;
     while at + 4 <= len {
         let alen = u16_at(at).ok_or_else(bad)? as usize;
-        let kind = u16_at(at + 2).ok_or_else(bad)?;
-        if alen < 4 {
+        let k = u16_at(at + 2).ok_or_else(bad)?;
+        if alen < 4 || at + alen > len {
             return Err(bad());
         }
-        if kind == UNIX_DIAG_PEER {
-            return Ok(u32_at(at + 4).ok_or_else(bad)? == 0);
+        if k == kind {
+            return Ok(Some(&m[at + 4..at + alen]));
         }
         at += alen.div_ceil(4) * 4;
     }
-    Ok(true) // no peer at all
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -147,5 +165,16 @@ mod tests {
         assert_eq!(unix_peer_gone(a.as_raw_fd()), Some(false), "both shut");
         drop(b);
         assert_eq!(unix_peer_gone(a.as_raw_fd()), Some(true), "closed");
+    }
+
+    #[test]
+    fn shutdowns_are_read() {
+        let (a, b) = crate::sys::socketpair(libc::SOCK_SEQPACKET).unwrap();
+        assert_eq!(unix_shutdown(a.as_raw_fd()), Some(0));
+        crate::sys::shutdown(a.as_raw_fd(), libc::SHUT_WR).unwrap();
+        assert_eq!(unix_shutdown(a.as_raw_fd()), Some(2));
+        assert_eq!(unix_shutdown(b.as_raw_fd()), Some(1), "the peer's mirror");
+        crate::sys::shutdown(a.as_raw_fd(), libc::SHUT_RD).unwrap();
+        assert_eq!(unix_shutdown(a.as_raw_fd()), Some(3));
     }
 }

@@ -53,20 +53,41 @@ pub(super) fn connect(
                 return err(e);
             }
         }
+        let src = source_for(st, dst);
         let s = st.socks.get_mut(&id).expect("checked");
         if let SockState::Udp(u) = &mut s.state {
             u.peer = Some(peer);
+        }
+        // Linux fixes a wildcard-bound socket's local address to the route's source at its
+        // first connect (getsockname shows it from then on).
+        if let (Some(l), Some(src)) = (s.local, src) {
+            if unmap(l.ip()).is_unspecified() && src.is_ipv4() == dst.is_ipv4() {
+                s.local = Some(NetStack::as_seen(s.domain, SocketAddr::new(src, l.port())));
+            }
         }
         s.peer = Some(NetStack::as_seen(s.domain, peer));
         return ok(Reply::Ok);
     }
     match s.state {
         // The pair of a failed nonblocking connect is shut (see fail_pair): like the kernel's
-        // second connect, report the failure (once); unlike it, never connect again.
-        SockState::Fresh if s.pair_shut => {
-            let e = std::mem::take(&mut st.socks.get_mut(&id).expect("checked").so_error);
+        // second connect, report the failure (once); unlike it, never connect again (the
+        // pair cannot be opened again).
+        SockState::Fresh if s.disconnecting => return err(libc::EINVAL),
+        SockState::Connected(_) | SockState::Done if s.completion_unreported => {
+            st.socks
+                .get_mut(&id)
+                .expect("checked")
+                .completion_unreported = false;
+            return ok(Reply::Ok);
+        }
+        SockState::Fresh if s.failed_unreported => {
+            let s = st.socks.get_mut(&id).expect("checked");
+            s.failed_unreported = false;
+            unlock_source(s);
+            let e = std::mem::take(&mut s.so_error);
             return err(if e != 0 { e } else { libc::ECONNABORTED });
         }
+        SockState::Fresh if s.pair_shut => return err(libc::ECONNABORTED),
         SockState::Fresh => {}
         SockState::Connecting(_) => return err(libc::EALREADY),
         _ => return err(libc::EISCONN),
@@ -143,6 +164,77 @@ pub(super) fn connect(
     }
 }
 
+/// connect(2) with AF_UNSPEC. A UDP socket forgets its peer, and as Linux's
+/// __udp_disconnect gives back its port unless bind named it, and its address unless bind
+/// named that. A TCP socket not connected is left as it is (Linux's tcp_disconnect does
+/// nothing to one); a connection or a listener is not dissolved (EOPNOTSUPP).
+pub(super) fn disconnect(st: &mut NetStack, id: u64, now: smoltcp::time::Instant) -> Answer {
+    if !st.socks[&id].stream {
+        // Datagrams sent before leave from the old port, to the old peer.
+        pump_udp_now(st, id, now);
+    }
+    let s = st.socks.get_mut(&id).expect("checked");
+    let u = match &mut s.state {
+        SockState::Udp(u) => u,
+        SockState::Fresh if !s.pair_shut => return ok(Reply::Ok),
+        _ => return err(libc::EOPNOTSUPP),
+    };
+    u.peer = None;
+    s.peer = None;
+    if s.port_locked {
+        if !s.addr_locked {
+            if let Some(l) = &mut s.local {
+                l.set_ip(NetStack::unspecified(s.domain == libc::AF_INET6));
+            }
+        }
+        return ok(Reply::Ok);
+    }
+    let handles = std::mem::take(&mut u.handles);
+    let local = s.local.take();
+    let port = local.map(|l| (false, l.port()));
+    // An address bind named stays (getsockname shows it with port 0; the next port is
+    // taken at it).
+    s.released = local
+        .filter(|_| s.addr_locked)
+        .map(|l| SocketAddr::new(l.ip(), 0));
+    for (set, h) in handles.into_iter().enumerate() {
+        if let Some(h) = h {
+            // Its queued datagrams still go out, as a closed socket's.
+            st.endings.flush_udp(&mut st.sets, set, h, now);
+        }
+    }
+    st.release(id, port);
+    ok(Reply::Ok)
+}
+
+/// A failed connect reported: the source address it chose goes, unless bind named it
+/// (Linux's tcp_disconnect); getsockname shows the wildcard with the old port.
+pub(super) fn unlock_source(s: &mut Sock) {
+    if s.addr_locked {
+        return;
+    }
+    let any = NetStack::unspecified(s.domain == libc::AF_INET6);
+    for a in [&mut s.released, &mut s.local].into_iter().flatten() {
+        *a = SocketAddr::new(any, a.port());
+    }
+}
+
+/// The source address a datagram to `dst` leaves with: 127.0.0.1 or ::1 to a loopback
+/// address, the address itself to another of the stack's own, else the link's choice.
+pub(super) fn source_for(st: &NetStack, dst: IpAddr) -> Option<IpAddr> {
+    match dst {
+        IpAddr::V4(a) if a.is_loopback() => Some(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(a) if a.is_loopback() => Some(Ipv6Addr::LOCALHOST.into()),
+        a if st.is_local(a) => Some(a),
+        a if st.route(a).is_some() => st
+            .iface
+            .as_ref()?
+            .get_source_address(&IpAddress::from(a))
+            .map(IpAddr::from),
+        _ => None,
+    }
+}
+
 /// Settles a connection attempt: a blocking connect waiting for it gets the result, else
 /// SO_ERROR keeps it.
 pub(super) fn settle(s: &mut Sock, result: i32, done: &mut Vec<Done>) {
@@ -171,4 +263,5 @@ pub(super) fn fail_pair(s: &mut Sock) {
     let _ = crate::sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_WR);
     discard(s.fd.as_raw_fd(), usize::MAX);
     s.pair_shut = true;
+    s.failed_unreported = true;
 }

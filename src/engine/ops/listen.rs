@@ -71,6 +71,8 @@ pub(super) fn listen(st: &mut NetStack, id: u64, backlog: i32) -> Answer {
         return err(libc::EOPNOTSUPP);
     }
     match s.state {
+        // (SS_CONNECTING or SS_DISCONNECTING on Linux; once reported, a socket whose pair
+        // is shut cannot deliver connections.)
         SockState::Fresh if s.pair_shut => return err(libc::EINVAL),
         SockState::Fresh => {}
         SockState::Listening(_) => {

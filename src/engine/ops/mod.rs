@@ -39,6 +39,7 @@ pub fn sock_of(req: &Request) -> Option<u64> {
         | Request::Listen { sock, .. }
         | Request::Connect { sock, .. }
         | Request::Padded { sock, .. }
+        | Request::Disconnect { sock }
         | Request::Name { sock, .. }
         | Request::Shutdown { sock, .. }
         | Request::SetOpt { sock, .. }
@@ -70,6 +71,7 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     None,
                 ));
             }
+            autobind_sent(st, id);
             match req {
                 Request::Bind { sock, addr } => {
                     bind(st, sock, addr).map_or_else(err, |_| ok(Reply::Ok))
@@ -88,12 +90,15 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     }
                     ok(Reply::Ok)
                 }
+                Request::Disconnect { sock } => disconnect(st, sock, ctx.now),
                 Request::Name { sock, peer } => name(st, sock, peer),
                 Request::Shutdown { sock, how } => {
                     let s = st.socks.get_mut(&sock).expect("checked");
                     // Before the application's shutdown(2): a hang-up may follow that is no
                     // close.
                     s.app_shut_wr |= how == libc::SHUT_WR || how == libc::SHUT_RDWR;
+                    s.disconnecting |= s.failed_unreported;
+                    s.completion_unreported = false; // SS_CONNECTED, as inet_shutdown makes it
                     match &s.state {
                         SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
                         SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),

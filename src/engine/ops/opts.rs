@@ -34,7 +34,7 @@ pub(super) fn name(st: &mut NetStack, id: u64, peer: bool) -> Answer {
         }
     }
     let any = SocketAddr::new(NetStack::unspecified(s.domain == libc::AF_INET6), 0);
-    ok(Reply::Addr(s.local.unwrap_or(any)))
+    ok(Reply::Addr(s.local.or(s.released).unwrap_or(any)))
 }
 
 pub(super) fn with_tcp(st: &mut NetStack, id: u64, f: impl Fn(&mut tcp::Socket)) {

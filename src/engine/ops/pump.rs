@@ -26,6 +26,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut moved = false;
     let mut gone = Vec::new();
     let mut unbound_senders = Vec::new();
+    let mut failed = Vec::new();
     let mut strays = Vec::new();
     let mut deliveries = Vec::new();
     let mut ended = Vec::new();
@@ -56,6 +57,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                             unreachable!()
                         };
                         s.state = SockState::Connected(c);
+                        s.completion_unreported = s.nonblocking_connect;
                         settle(s, 0, done);
                         // State first, then POLLOUT: a caller woken by it reads SO_ERROR 0.
                         if let SockState::Connected(c) = &mut s.state {
@@ -69,12 +71,14 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         else {
                             unreachable!()
                         };
+                        let dst = s.peer.map(|p| crate::sys::unmap(p.ip()));
                         st.sets[c.set].remove(c.handle);
                         s.peer = None;
                         settle(s, e, done);
                         if s.nonblocking_connect {
                             fail_pair(s);
                         }
+                        failed.push((s.id, dst));
                         moved = true;
                     }
                     _ if s.app_closed => {
@@ -166,7 +170,12 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     }
                     udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
                 });
-                if s.app_closed {
+                let unbound_sender =
+                    s.local.is_none() && matches!(&s.state, SockState::Udp(u) if u.held.is_some());
+                if unbound_sender {
+                    // Closed at once after its sendto too: bound first, then it goes out.
+                    unbound_senders.push(s.id);
+                } else if s.app_closed {
                     if let SockState::Udp(u) = &s.state {
                         for set in [LINK, LO] {
                             if let Some(h) = u.handles[set] {
@@ -175,10 +184,6 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         }
                     }
                     gone.push(s.id);
-                } else if s.local.is_none()
-                    && matches!(&s.state, SockState::Udp(u) if u.held.is_some())
-                {
-                    unbound_senders.push(s.id);
                 }
             }
             SockState::Fresh | SockState::Done => {
@@ -204,10 +209,16 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         st.prime_neighbor(ip, now);
     }
     // A UDP socket that sends before bind() is bound to an ephemeral port, as the kernel does.
+    for (id, dst) in failed {
+        let source = dst.and_then(|d| source_for(st, d));
+        release_failed(st, id, source);
+    }
     for id in unbound_senders {
         if bind_port(st, id, None, 0).is_ok() {
             st.dirty.push(id);
             moved = true;
+        } else if st.socks.get(&id).is_some_and(|s| s.app_closed) {
+            gone.push(id); // no port for it: its datagram is lost, as UDP may
         }
     }
     for (id, set, h) in strays {
@@ -255,6 +266,24 @@ fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>, mss: i3
         opts: s.opts.clone(),
         mss,
         app: s.app,
+    }
+}
+
+/// Moves UDP socket `id`'s datagrams now, outside a round: what the application sent before
+/// a request that changes the socket (a disconnect) leaves as it was sent.
+pub(super) fn pump_udp_now(st: &mut NetStack, id: u64, now: Instant) {
+    let routes = RouteView::of(st);
+    let Some(s) = st.socks.get_mut(&id) else {
+        return;
+    };
+    crate::engine::device::with_buf(|buf| {
+        if buf.len() < 65536 + udp::HEADER {
+            buf.resize(65536 + udp::HEADER, 0);
+        }
+        udp::pump(s, &mut st.sets, &|ip| routes.route(ip), buf)
+    });
+    for ip in routes.to_link.take() {
+        st.prime_neighbor(ip, now);
     }
 }
 
