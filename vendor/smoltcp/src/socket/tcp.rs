@@ -1756,6 +1756,15 @@ impl<'a> Socket<'a> {
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
 
+        // vdestack: a segment outside our window (a window probe meeting our zero window, a
+        // retransmission of data we have, or an ACK whose SEQ went back because the peer
+        // rewound `remote_last_seq` after a timeout) still carries an ACK and the peer's
+        // window. A valid ACK (checked above) is processed, only the data is dropped (RFC
+        // 9293 3.10.7.4, "special allowance should be made to accept valid ACKs"). Ignoring
+        // them deadlocks two ends that both wait, with full buffers, for the other's ACK:
+        // each one's retransmissions and probes carry it, and each one drops them.
+        // `Some(true)`: reply with an ACK, `Some(false)`: with a (rate-limited) challenge ACK.
+        let mut ack_only: Option<bool> = None;
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
             State::Listen | State::SynSent => (&[][..], 0),
@@ -1862,16 +1871,30 @@ impl<'a> Socket<'a> {
                     // One per second is ample for a restarted peer to complete
                     // the challenge exchange, since it retransmits its SYN on
                     // its own timer.
-                    if !repr.payload.is_empty()
+                    let data_ack = !repr.payload.is_empty()
                         && matches!(
                             repr.control,
                             TcpControl::None | TcpControl::Psh | TcpControl::Fin
+                        );
+                    if repr.ack_number.is_some()
+                        && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+                        && matches!(
+                            self.state,
+                            State::Established
+                                | State::FinWait1
+                                | State::FinWait2
+                                | State::CloseWait
+                                | State::Closing
+                                | State::LastAck
                         )
                     {
+                        ack_only = Some(data_ack);
+                        (&[][..], 0)
+                    } else if data_ack {
                         return Some(self.ack_reply(ip_repr, repr));
+                    } else {
+                        return self.challenge_ack_reply(cx, ip_repr, repr);
                     }
-
-                    return self.challenge_ack_reply(cx, ip_repr, repr);
                 }
             }
         };
@@ -2261,6 +2284,12 @@ impl<'a> Socket<'a> {
         }
 
         let payload_len = payload.len();
+        match ack_only {
+            // vdestack: the segment's data (if any) was dropped; its ACK was processed.
+            Some(true) => return Some(self.ack_reply(ip_repr, repr)),
+            Some(false) => return self.challenge_ack_reply(cx, ip_repr, repr),
+            None => {}
+        }
         if payload_len == 0 {
             return None;
         }
@@ -2565,6 +2594,12 @@ impl<'a> Socket<'a> {
             // infinite polling loop where `poll_at` returns `Now` but `dispatch`
             // can't actually do anything.
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+            // vdestack: unless the peer's window is zero: then nothing can be resent and an
+            // idle timer would wait for a window update that may be lost, for good. Probe.
+            if self.remote_win_len == 0 && !self.tx_buffer.is_empty() {
+                let delay = self.rtte.retransmission_timeout();
+                self.timer.set_for_zero_window_probe(cx.now(), delay);
+            }
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
@@ -7975,6 +8010,56 @@ mod test {
         );
     }
 
+    /// vdestack: a data segment that meets our zero window still acknowledges our data and
+    /// tells us the peer's window (two ends that both wait for each other's lost window
+    /// update otherwise stall for good).
+    #[test]
+    fn test_zero_window_data_carries_ack_and_window() {
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // The peer's probe (one byte at RCV.NXT) acknowledges "xyz" and opens its window.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 1000,
+                payload: &b"1"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.send_queue(), 0, "the ACK of the probe was ignored");
+        assert_eq!(s.remote_win_len, 1000, "the window of the probe was ignored");
+        assert_eq!(s.recv_queue(), 6, "the probe's byte went past a full buffer");
+    }
+
     #[test]
     fn test_zero_window_ack_not_rate_limited() {
         let mut s = socket_established();
@@ -8320,6 +8405,61 @@ mod test {
         );
 
         assert!(s.timer.is_zero_window_probe());
+    }
+
+    /// vdestack: an ACK whose SEQ is behind our RCV.NXT (the peer rewound its send sequence
+    /// after a timeout) still acknowledges our data.
+    #[test]
+    fn test_old_seq_ack_processed() {
+        let mut s = socket_established();
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1),
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.send_queue(), 0, "the ACK was ignored");
+    }
+
+    /// vdestack: a retransmission timeout while the peer's window is zero (it closed it
+    /// with a duplicate ACK while our data was in flight) leads to probes, not to an idle
+    /// socket that waits for a window update that may never come.
+    #[test]
+    fn test_zero_window_probe_after_rto() {
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert!(s.timer.is_retransmit());
+        recv_nothing!(s, time 5_000);
+        assert!(s.timer.is_zero_window_probe(), "timer: {:?}", s.timer);
     }
 
     #[test]
