@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 mod congestion;
+// vdestack: Linux's limits (retransmission timeout, keep-alive probes).
+mod limits;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -483,6 +485,8 @@ pub struct Socket<'a> {
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
     keep_alive: Option<Duration>,
+    /// vdestack: when the connection gives up (see `limits`).
+    limits: limits::Limits,
     /// The time-to-live (IPv4) or hop limit (IPv6) value used in outgoing packets.
     hop_limit: Option<u8>,
     /// Address passed to listen(). Listen address is set when listen() is called and
@@ -604,6 +608,7 @@ impl<'a> Socket<'a> {
             rst_received: false,
             timeout: None,
             keep_alive: None,
+            limits: limits::Limits::default(),
             hop_limit: None,
             listen_endpoint: IpListenEndpoint::default(),
             tuple: None,
@@ -771,6 +776,29 @@ impl<'a> Socket<'a> {
     /// reports errors as Linux does (ECONNRESET, EPIPE) must tell them apart.
     pub fn rst_received(&self) -> bool {
         self.rst_received
+    }
+
+    /// vdestack: whether the connection ended because a limit of Linux's was reached (see
+    /// `set_retry_timeout` and `set_keep_alive_probes`): the error is ETIMEDOUT.
+    pub fn gave_up(&self) -> bool {
+        self.limits.timed_out
+    }
+
+    /// vdestack: how long the peer may stay silent while this socket waits for its ACK (of
+    /// data, a FIN, a SYN|ACK, or zero-window probes) before the connection is dropped, with
+    /// no RST (Linux's `tcp_retries2`, about 15 minutes, or `TCP_USER_TIMEOUT`). An idle
+    /// connection never times out. None (the default): retransmit for ever.
+    pub fn set_retry_timeout(&mut self, timeout: Option<Duration>) {
+        self.limits.retry = timeout;
+    }
+
+    /// vdestack: keep-alive as Linux's: the first probe after [`Self::set_keep_alive`]'s idle
+    /// time, the next ones `interval` apart (None: the idle time), and after `probes`
+    /// unanswered ones (None: never) the connection is reset. Any segment from the peer
+    /// starts the count again.
+    pub fn set_keep_alive_probes(&mut self, interval: Option<Duration>, probes: Option<u8>) {
+        self.limits.keep_alive_interval = interval;
+        self.limits.keep_alive_probes = probes;
     }
 
     /// vdestack: whether SYN|ACK packets are paused.
@@ -956,6 +984,8 @@ impl<'a> Socket<'a> {
         self.rx_buffer.clear();
         self.rx_fin_received = false;
         self.rst_received = false;
+        self.limits.heard();
+        self.limits.timed_out = false;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -2129,6 +2159,7 @@ impl<'a> Socket<'a> {
 
         // Update remote state.
         self.remote_last_ts = Some(cx.now());
+        self.limits.heard();
 
         // RFC 1323: The window field (SEG.WND) in the header of every incoming segment, with the
         // exception of SYN segments, is left-shifted by Snd.Wind.Scale bits before updating SND.WND.
@@ -2389,6 +2420,21 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// vdestack: when the connection gives up waiting for the peer's ACK, if it waits for
+    /// one (a connection attempt is left to the user, whose limit is TCP_SYNCNT's).
+    fn retry_deadline(&self) -> Option<Instant> {
+        let waiting = match self.state {
+            State::Established | State::CloseWait => !self.tx_buffer.is_empty(),
+            State::SynReceived | State::FinWait1 | State::Closing | State::LastAck => true,
+            _ => false,
+        };
+        Some(self.limits.asked_at? + self.limits.retry.filter(|_| waiting)?)
+    }
+
+    fn retries_exhausted(&self, timestamp: Instant) -> bool {
+        self.retry_deadline().is_some_and(|d| timestamp >= d)
+    }
+
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
@@ -2564,6 +2610,18 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+        } else if self.retries_exhausted(cx.now()) {
+            // vdestack: the peer stayed silent too long: the connection is dropped with no
+            // RST, as Linux's tcp_write_timeout does.
+            net_debug!("retransmission timeout exceeded");
+            self.reset();
+            self.limits.timed_out = true;
+            return Ok(());
+        } else if self.timer.should_keep_alive(cx.now()) && self.limits.probes_exhausted() {
+            // vdestack: keep-alive probes went unanswered: reset, as Linux does.
+            net_debug!("keep-alive probes unanswered");
+            self.set_state(State::Closed);
+            self.limits.timed_out = true;
         } else if self.timer.should_retransmit(cx.now()) {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
@@ -2890,9 +2948,20 @@ impl<'a> Socket<'a> {
         ip_repr.set_payload_len(repr.buffer_len());
         emit(cx, packet_meta, (ip_repr, repr))?;
 
+        // vdestack: a segment that asks for an answer starts the retry timeout.
+        if repr.segment_len() > 0 && !is_keep_alive {
+            self.limits.asked(cx.now());
+        }
+
         // We've sent something, whether useful data or a keep-alive packet, so rewind
         // the keep-alive timer.
         self.timer.rewind_keep_alive(cx.now(), self.keep_alive);
+        if is_keep_alive {
+            // vdestack: the next probe after the interval, and count this one.
+            let interval = self.limits.keep_alive_interval.or(self.keep_alive);
+            self.timer.rewind_keep_alive(cx.now(), interval);
+            self.limits.probes_out = self.limits.probes_out.saturating_add(1);
+        }
 
         // Reset delayed-ack timer
         match self.ack_delay_timer {
@@ -2992,11 +3061,19 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // vdestack: and for the retransmission timeout.
+            let retry_poll_at = self.retry_deadline().map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                retry_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -10116,6 +10193,9 @@ mod test {
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
     }
+
+    // vdestack: tests of Linux's limits (tcp/limits.rs), in tcp/test/limits.rs.
+    mod limits;
 
     // =========================================================================================//
     // vdestack: tests of vdestack's patches (vendor/README.md), each fails without its patch.
