@@ -2653,6 +2653,9 @@ impl<'a> Socket<'a> {
 
                 self.pending_fast_retransmit = true;
             }
+            // vdestack: the first retransmission since the peer was heard starts the retry
+            // timeout (Linux's retrans_stamp).
+            self.limits.asked(cx.now());
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -2948,8 +2951,9 @@ impl<'a> Socket<'a> {
         ip_repr.set_payload_len(repr.buffer_len());
         emit(cx, packet_meta, (ip_repr, repr))?;
 
-        // vdestack: a segment that asks for an answer starts the retry timeout.
-        if repr.segment_len() > 0 && !is_keep_alive {
+        // vdestack: a zero-window probe starts the retry timeout (see the retransmission
+        // above).
+        if is_zero_window_probe {
             self.limits.asked(cx.now());
         }
 

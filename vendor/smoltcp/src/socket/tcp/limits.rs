@@ -19,8 +19,8 @@ pub(super) struct Limits {
     pub keep_alive_probes: Option<u8>,
     /// Keep-alive probes sent since the peer was last heard.
     pub probes_out: u8,
-    /// When the first segment that asks for an answer (data, SYN, FIN, a zero-window probe)
-    /// went since the peer was last heard: Linux's `retrans_stamp`, where the retry timeout
+    /// When the first retransmission (or zero-window probe) went since the peer was last
+    /// heard: Linux's `retrans_stamp` (or `icsk_probes_tstamp`), where the retry timeout
     /// starts.
     pub asked_at: Option<Instant>,
     /// The connection ended because a limit was reached.
@@ -28,7 +28,7 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    /// A segment that asks for an answer went.
+    /// A retransmission or a zero-window probe went.
     pub fn asked(&mut self, now: Instant) {
         self.asked_at.get_or_insert(now);
     }
