@@ -232,9 +232,7 @@ impl Net {
                          drop",
                     ])
                     .output()
-                    .unwrap_or_else(|e| {
-                        panic!("nft: {e}: install the Debian package nftables")
-                    });
+                    .unwrap_or_else(|e| panic!("nft: {e}: install the Debian package nftables"));
                 assert!(
                     out.status.success(),
                     "nft: {} (install the Debian package nftables)",
@@ -250,7 +248,10 @@ impl Net {
 fn same(name: &str, f: impl Fn(&Net) -> Vec<String>) {
     let kernel = f(&Net::kernel());
     let ours = f(&Net::stacks(name));
-    assert_eq!(ours, kernel, "{name}: stacks (left) and Linux (right) differ");
+    assert_eq!(
+        ours, kernel,
+        "{name}: stacks (left) and Linux (right) differ"
+    );
 }
 
 /// connect(2) on `e` to `to`, as the kernel or the library does it.
@@ -431,7 +432,11 @@ fn deleting_a_stack_wakes_a_blocked_connect() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a connect on a deleted stack still blocked after 10 s");
     assert_eq!(r, "ENETDOWN");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 impl End {

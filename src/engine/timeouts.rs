@@ -64,3 +64,34 @@ pub fn check(name: i32, value: i32) -> Result<(), i32> {
     };
     ok.then_some(()).ok_or(libc::EINVAL)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RETRIES2 is Linux's `tcp_model_timeout` (net/ipv4/tcp_timer.c) for `tcp_retries2` =
+    /// 15, TCP_RTO_MIN 200 ms, TCP_RTO_MAX 120 s; a connect gives up after 127 s with
+    /// `tcp_syn_retries` = 6, as Linux's.
+    #[test]
+    fn defaults_are_linux_s() {
+        let (boundary, rto_base, rto_max) = (15u64, 200u64, 120_000u64);
+        let thresh = (rto_max / rto_base).ilog2() as u64;
+        let ms = if boundary <= thresh {
+            ((2 << boundary) - 1) * rto_base
+        } else {
+            ((2 << thresh) - 1) * rto_base + (boundary - thresh) * rto_max
+        };
+        assert_eq!(RETRIES2, Duration::from_millis(ms));
+        let o = Opts::default();
+        assert_eq!(connect_timeout(&o), Duration::from_secs(127));
+        assert_eq!(
+            (o.keepidle, o.keepintvl, o.keepcnt, o.user_timeout),
+            (7200, 75, 9, 0)
+        );
+        let o = Opts {
+            user_timeout: 1500,
+            ..Opts::default()
+        };
+        assert_eq!(connect_timeout(&o), Duration::from_millis(1500));
+    }
+}

@@ -595,6 +595,43 @@ mod tests {
         assert!(!member("nocsum-test", 3, &ready).checksummed());
     }
 
+    /// A full queue holds a unicast frame back (WouldBlock) and wakes its sender once half
+    /// of it is taken; a broadcast finding it full is dropped and counted.
+    #[test]
+    fn a_full_queue_holds_unicast_frames_back_and_wakes_the_sender() {
+        let ready = Rc::default();
+        let (mut a, mut b) = pair("full-test", "seed=1", &ready);
+        let big = {
+            let mut f = frame(7);
+            f.resize(FRAME, 0);
+            f
+        };
+        let fit = QUEUE_BYTES / FRAME;
+        for _ in 0..fit {
+            a.send(&big).unwrap();
+        }
+        let e = a.send(&big).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        ready.borrow_mut().clear();
+        // b takes frames; a is woken once half the queue is free, not before.
+        for i in 0..fit {
+            assert!(b.recv_owned().unwrap().is_ok());
+            let woken = ready.borrow().contains(&1);
+            let half = (fit - i - 1) * FRAME <= QUEUE_BYTES / 2;
+            assert_eq!(woken, half, "after {} frames taken", i + 1);
+        }
+        a.send(&big).unwrap();
+        // A broadcast that finds the queue full is dropped, and counted.
+        for _ in 1..fit {
+            a.send(&big).unwrap();
+        }
+        let before = dropped();
+        let mut bcast = big.clone();
+        bcast[0..6].copy_from_slice(&[0xff; 6]);
+        a.send(&bcast).unwrap();
+        assert_eq!(dropped(), before + 1);
+    }
+
     #[test]
     fn bad_parameters_fail_to_open() {
         let ready = Rc::default();

@@ -8144,8 +8144,15 @@ mod test {
             })
         );
         assert_eq!(s.send_queue(), 0, "the ACK of the probe was ignored");
-        assert_eq!(s.remote_win_len, 1000, "the window of the probe was ignored");
-        assert_eq!(s.recv_queue(), 6, "the probe's byte went past a full buffer");
+        assert_eq!(
+            s.remote_win_len, 1000,
+            "the window of the probe was ignored"
+        );
+        assert_eq!(
+            s.recv_queue(),
+            6,
+            "the probe's byte went past a full buffer"
+        );
     }
 
     #[test]

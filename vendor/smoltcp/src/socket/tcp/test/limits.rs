@@ -3,7 +3,12 @@
 use super::*;
 
 /// Everything `s` sends until `until` ms, polled every `step` ms: (time, segment).
-fn sent_until(s: &mut TestSocket, from: i64, until: i64, step: i64) -> Vec<(i64, TcpControl, usize)> {
+fn sent_until(
+    s: &mut TestSocket,
+    from: i64,
+    until: i64,
+    step: i64,
+) -> Vec<(i64, TcpControl, usize)> {
     let mut out = Vec::new();
     let mut t = from;
     while t <= until {
@@ -34,8 +39,16 @@ fn unacknowledged_data_times_out_without_rst() {
     // The deadline is a time to poll at, even before the retransmission timer gets there.
     let sent = sent_until(&mut s, 1001, 7999, 1);
     // RTO 1 s, doubling: at 2 s (the first: the timeout ends 6 s later) and 4 s.
-    assert_eq!(sent.iter().map(|r| r.0).collect::<Vec<_>>(), [2000, 4000], "{sent:?}");
-    assert!(sent.iter().all(|&(_, c, n)| c == TcpControl::None && n == 3), "{sent:?}");
+    assert_eq!(
+        sent.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [2000, 4000],
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .all(|&(_, c, n)| c == TcpControl::None && n == 3),
+        "{sent:?}"
+    );
     assert_eq!(s.state, State::Established);
     assert!(!s.gave_up());
     assert!(s.socket.poll_at(&mut s.cx) <= PollAt::Time(Instant::from_millis(8000)));
