@@ -16,8 +16,9 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vdestack::internal::socket;
 use vdestack::net::{TcpListener, TcpStream};
-use vdestack::{socket, Stack};
+use vdestack::Stack;
 
 fn name(e: &io::Error) -> String {
     match e.raw_os_error() {
@@ -88,7 +89,7 @@ impl End {
 
     fn get(&self, level: i32, opt: i32) -> String {
         let r = match self {
-            End::K(s) => vdestack::sys::getsockopt_int(s.as_raw_fd(), level, opt),
+            End::K(s) => vdestack::internal::sys::getsockopt_int(s.as_raw_fd(), level, opt),
             End::S(s) => socket::get_opt(s.as_raw_fd(), level, opt),
         };
         shown(r)

@@ -140,7 +140,7 @@ fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
     let client_stack = stack_on("load", 2);
     let rt = runtime(2);
     let start = Instant::now();
-    let dropped = vdestack::link::mem::dropped();
+    let dropped = vdestack::internal::link::mem::dropped();
     rt.block_on(async {
         let listener = TcpListener::bind(&server_stack, "10.0.0.1:7")
             .await
@@ -220,7 +220,7 @@ fn two_hundred_connections_echo_a_mebibyte_each_on_one_runtime() {
         assert_eq!(total, conns * len);
     });
     let t = start.elapsed();
-    let dropped = vdestack::link::mem::dropped() - dropped;
+    let dropped = vdestack::internal::link::mem::dropped() - dropped;
     println!(
         "{conns} connections x {} KiB echoed in {t:.2?} ({:.0} MiB/s each way), \
          {dropped} frames dropped by mem://",
