@@ -11,12 +11,12 @@
 //! ([`Link::due_in`]). Checksums are off on a segment (all its members are ours), unless its
 //! first member asked for `corrupt=`: then every member computes and verifies them.
 //!
-//! A member's queue is bounded ([`QUEUE_BYTES`]). A unicast frame for a member whose queue
-//! is full is not dropped: `send` says `WouldBlock`, the sending stack holds the frame and
-//! stops transmitting, and the receiver wakes it once it has taken half of its queue, as a
-//! full device queue holds a kernel socket's packets back. Frames for several members
-//! (broadcasts, an unknown destination) are dropped where a queue is full, and counted
-//! ([`dropped`]).
+//! A member's queue is bounded (4 MiB, more for frames still on a delayed wire). A unicast
+//! frame for a member whose queue is full is not dropped: `send` says `WouldBlock`, the
+//! sending stack holds the frame and stops transmitting, and the receiver wakes it once it
+//! has taken half of its queue, as a full device queue holds a kernel socket's packets back.
+//! Frames for several members (broadcasts, an unknown destination) are dropped where a queue
+//! is full, and counted ([`dropped`]).
 //!
 //! Segments live in the engine thread (thread-local), as do all links.
 
