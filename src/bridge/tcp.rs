@@ -67,8 +67,9 @@ pub enum Outcome {
     Expired,
 }
 
-/// Creates a smoltcp TCP socket with the given buffer sizes and options.
-pub fn new_socket(rx: usize, tx: usize, nodelay: bool, keepalive: bool) -> tcp::Socket<'static> {
+/// Creates a smoltcp TCP socket with the given buffer sizes and options (its timeouts are
+/// the engine's to set).
+pub fn new_socket(rx: usize, tx: usize, nodelay: bool) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; rx]),
         tcp::SocketBuffer::new(vec![0; tx]),
@@ -76,9 +77,6 @@ pub fn new_socket(rx: usize, tx: usize, nodelay: bool, keepalive: bool) -> tcp::
     s.set_nagle_enabled(!nodelay);
     s.set_congestion_control(tcp::CongestionControl::Cubic);
     s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
-    if keepalive {
-        s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(75)));
-    }
     s
 }
 
@@ -177,6 +175,10 @@ impl Conn {
                 Ok(Err(_)) => self.rd_shut = true, // EPIPE: shutdown(SHUT_RD)
                 Err(_) => break,
             }
+        }
+        if sock.state() == State::Closed && sock.gave_up() && !self.orphan {
+            // Retransmissions or keep-alive probes went unanswered.
+            return Outcome::Failed(libc::ETIMEDOUT);
         }
         if sock.state() == State::Closed {
             let reset = sock.rst_received()

@@ -16,6 +16,7 @@ mod ops;
 pub mod sock;
 mod spin;
 pub mod stack;
+pub mod timeouts;
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -437,7 +438,10 @@ impl Engine {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
         }
-        for (_, s) in st.socks.drain() {
+        let mut done: Vec<Done> = Vec::new();
+        for (_, mut s) in st.socks.drain() {
+            // A blocking connect waits for its reply: it fails, as the network went down.
+            done.extend(s.waiters.drain(..).map(|c| (c, Reply::Err(libc::ENETDOWN))));
             let _ = self
                 .poll
                 .registry()
@@ -447,11 +451,11 @@ impl Engine {
             // application reads the end after the datagrams already there).
             let _ = sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_RDWR);
         }
-        let done: Vec<Done> = st
-            .dhcp_waiters
-            .drain(..)
-            .map(|w| (w.conn, Reply::Err(libc::ENETDOWN)))
-            .collect();
+        done.extend(
+            st.dhcp_waiters
+                .drain(..)
+                .map(|w| (w.conn, Reply::Err(libc::ENETDOWN))),
+        );
         self.complete(done);
         Reply::Ok
     }

@@ -26,6 +26,12 @@ pub struct Opts {
     pub sndbuf: usize,
     pub v6only: bool,
     pub syncnt: u32,
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT (see `engine::timeouts`).
+    pub keepidle: i32,
+    pub keepintvl: i32,
+    pub keepcnt: i32,
+    /// TCP_USER_TIMEOUT in milliseconds; 0: Linux's defaults.
+    pub user_timeout: u32,
     /// TCP_LINGER2 as set (see `engine::ending`).
     pub linger2: i32,
     /// SO_LINGER is {on, 0}: close aborts the connection (the C library passes it on; the
@@ -45,6 +51,10 @@ impl Default for Opts {
             sndbuf: TCP_BUF,
             v6only: false,
             syncnt: 6,
+            keepidle: super::timeouts::KEEPIDLE,
+            keepintvl: super::timeouts::KEEPINTVL,
+            keepcnt: super::timeouts::KEEPCNT,
+            user_timeout: 0,
             linger2: 0,
             linger_abort: false,
             other: HashMap::new(),

@@ -427,7 +427,10 @@ impl NetStack {
             at = Some(at.map_or(due, |a| a.min(due)));
         }
         if let Some(iface) = self.iface.as_mut() {
-            if self.link_up {
+            // Frames held for a full link: nothing more goes until it has room, and it says
+            // so (the fd polls writable, a mem:// receiver wakes the stack). Polling sooner
+            // would spin.
+            if self.link_up && self.held.is_empty() {
                 let l = iface.poll_at(now, &self.sets[LINK]);
                 at = match (at, l) {
                     (Some(a), Some(b)) => Some(a.min(b)),

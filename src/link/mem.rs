@@ -11,6 +11,13 @@
 //! ([`Link::due_in`]). Checksums are off on a segment (all its members are ours), unless its
 //! first member asked for `corrupt=`: then every member computes and verifies them.
 //!
+//! A member's queue is bounded (4 MiB, more for frames still on a delayed wire). A unicast
+//! frame for a member whose queue is full is not dropped: `send` says `WouldBlock`, the
+//! sending stack holds the frame and stops transmitting, and the receiver wakes it once it
+//! has taken half of its queue, as a full device queue holds a kernel socket's packets back.
+//! Frames for several members (broadcasts, an unknown destination) are dropped where a queue
+//! is full, and counted ([`dropped`]).
+//!
 //! Segments live in the engine thread (thread-local), as do all links.
 
 use std::cell::RefCell;
@@ -19,16 +26,28 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::impair::{self, Impair};
 use super::{Link, Medium, Wake};
 
-/// Bytes a member may have waiting before the segment drops more (a full NIC ring).
+/// Bytes a member may have waiting before its senders must wait (a full device queue).
 const QUEUE_BYTES: usize = 4 << 20;
-/// Bytes still on the (delayed) wire to a member, on top of [`QUEUE_BYTES`], before the
-/// segment drops more: a bound on memory, far above what a delay needs at 10 Gbit/s.
+/// Bytes still on the (delayed) wire to a member, on top of [`QUEUE_BYTES`], before its
+/// senders must wait: a bound on memory, far above what a delay needs at 10 Gbit/s.
 const FLIGHT_BYTES: usize = 64 << 20;
+
+/// Frames dropped because a member's queue was full, in every segment of the process.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many frames the `mem://` segments of this process have dropped because a member's
+/// queue was full: only frames for several members (a broadcast, a destination not yet
+/// learned) and the second copy of a duplicated frame; a full queue holds unicast frames
+/// back instead. The impairments' own losses are in [`super::impair::counts`].
+pub fn dropped() -> u64 {
+    DROPPED.load(Relaxed)
+}
 /// Frame size: a 65535-byte MTU plus the Ethernet header.
 const FRAME: usize = 65535 + 14;
 
@@ -43,14 +62,21 @@ struct Frame {
 struct Frames {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// Members that found the queue full, to wake when it has room again.
+    blocked: Vec<Wake>,
 }
 
 impl Frames {
+    /// Whether `len` more bytes fit (`delayed`: a frame that spends time on the wire).
+    fn fits(&self, len: usize, delayed: bool) -> bool {
+        let room = QUEUE_BYTES + if delayed { FLIGHT_BYTES } else { 0 };
+        self.bytes + len <= room
+    }
+
     /// Queues a frame that arrives at `due`, ahead of every frame due no earlier when
-    /// `ahead`; whether it is now the first. False when the queue is full.
+    /// `ahead`; whether it is now the first. None when the queue is full.
     fn push(&mut self, data: Vec<u8>, due: Option<Instant>, ahead: bool) -> Option<bool> {
-        let room = QUEUE_BYTES + if due.is_some() { FLIGHT_BYTES } else { 0 };
-        if self.bytes + data.len() > room {
+        if !self.fits(data.len(), due.is_some()) {
             return None;
         }
         self.bytes += data.len();
@@ -73,6 +99,12 @@ impl Frames {
         }
         let f = self.frames.pop_front()?;
         self.bytes -= f.data.len();
+        // Wake the senders once half the queue is free, so that each wake moves a batch.
+        if self.bytes <= QUEUE_BYTES / 2 {
+            for w in self.blocked.drain(..) {
+                w.wake();
+            }
+        }
         Some(f.data)
     }
 }
@@ -111,25 +143,52 @@ impl Segment {
         }
     }
 
+    /// The member a unicast frame goes to, if its destination was learned.
+    fn unicast_to(&self, frame: &[u8]) -> Option<u64> {
+        let dst: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
+        if dst[0] & 1 == 0 {
+            self.macs.get(&dst).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Whether member `from` must wait before it sends `frame` (`delayed`: it spends time on
+    /// the wire): its one receiver's queue is full. Then the receiver wakes it when it has
+    /// room again.
+    fn must_wait(&self, from: u64, frame: &[u8], delayed: bool) -> bool {
+        let Some(to) = self.unicast_to(frame).filter(|to| *to != from) else {
+            return false;
+        };
+        let (Some(dst), Some(src)) = (self.members.get(&to), self.members.get(&from)) else {
+            return false;
+        };
+        let mut q = dst.queue.borrow_mut();
+        if q.fits(frame.len(), delayed) {
+            return false;
+        }
+        if !q.blocked.iter().any(|w| w.stack == src.wake.stack) {
+            q.blocked.push(src.wake.clone());
+        }
+        true
+    }
+
     /// Hands a frame from member `from` to those it is for.
     fn carry(&mut self, from: u64, frame: &[u8], due: Option<Instant>, ahead: bool) {
-        let dst: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
         let src: [u8; 6] = frame[6..12].try_into().unwrap_or_default();
         if src[0] & 1 == 0 && self.macs.insert(src, from) != Some(from) {
             self.macs_of.entry(from).or_default().push(src);
         }
-        let unicast_to = if dst[0] & 1 == 0 {
-            self.macs.get(&dst).copied()
-        } else {
-            None
-        };
+        let unicast_to = self.unicast_to(frame);
         let deliver = |m: &Member| {
             let mut copy = crate::engine::device::take_buf(frame.len());
             copy.copy_from_slice(frame);
             match m.queue.borrow_mut().push(copy, due, ahead) {
                 Some(true) => m.wake.wake(),
                 Some(false) => {}
-                None => {} // full: dropped, as by a NIC whose ring is full
+                None => {
+                    DROPPED.fetch_add(1, Relaxed);
+                }
             }
         };
         let owners = match (unicast_to, arp_request_target(frame)) {
@@ -297,6 +356,13 @@ impl Link for MemLink {
             return Ok(());
         }
         let mut seg = self.segment.borrow_mut();
+        let delayed = self.impair.as_ref().is_some_and(|i| {
+            let p = i.params();
+            !p.delay.is_zero() || !p.jitter.is_zero() || p.rate.is_some()
+        });
+        if seg.must_wait(self.id, frame, delayed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let Some(imp) = self.impair.as_mut() else {
             seg.carry(self.id, frame, None, false);
             return Ok(());
@@ -352,6 +418,10 @@ impl Link for MemLink {
 
 impl Drop for MemLink {
     fn drop(&mut self) {
+        // Whoever waits for room here waits no more.
+        for w in self.queue.borrow_mut().blocked.drain(..) {
+            w.wake();
+        }
         let empty = {
             let mut seg = self.segment.borrow_mut();
             seg.members.remove(&self.id);
@@ -527,6 +597,43 @@ mod tests {
         assert!(e.to_string().contains("first member"), "{e}");
         // The segment is as it was: its member, without checksums.
         assert!(!member("nocsum-test", 3, &ready).checksummed());
+    }
+
+    /// A full queue holds a unicast frame back (WouldBlock) and wakes its sender once half
+    /// of it is taken; a broadcast finding it full is dropped and counted.
+    #[test]
+    fn a_full_queue_holds_unicast_frames_back_and_wakes_the_sender() {
+        let ready = Rc::default();
+        let (mut a, mut b) = pair("full-test", "seed=1", &ready);
+        let big = {
+            let mut f = frame(7);
+            f.resize(FRAME, 0);
+            f
+        };
+        let fit = QUEUE_BYTES / FRAME;
+        for _ in 0..fit {
+            a.send(&big).unwrap();
+        }
+        let e = a.send(&big).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        ready.borrow_mut().clear();
+        // b takes frames; a is woken once half the queue is free, not before.
+        for i in 0..fit {
+            assert!(b.recv_owned().unwrap().is_ok());
+            let woken = ready.borrow().contains(&1);
+            let half = (fit - i - 1) * FRAME <= QUEUE_BYTES / 2;
+            assert_eq!(woken, half, "after {} frames taken", i + 1);
+        }
+        a.send(&big).unwrap();
+        // A broadcast that finds the queue full is dropped, and counted.
+        for _ in 1..fit {
+            a.send(&big).unwrap();
+        }
+        let before = dropped();
+        let mut bcast = big.clone();
+        bcast[0..6].copy_from_slice(&[0xff; 6]);
+        a.send(&bcast).unwrap();
+        assert_eq!(dropped(), before + 1);
     }
 
     #[test]

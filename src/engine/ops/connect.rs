@@ -3,7 +3,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
 use super::*;
@@ -12,13 +11,9 @@ use crate::bridge::{Done, LINK, LO};
 use crate::control::proto::Reply;
 use crate::engine::sock::{Sock, SockState};
 use crate::engine::stack::NetStack;
+use crate::engine::timeouts;
 use crate::engine::Ctx;
 use crate::sys::unmap;
-
-/// How long a connection attempt lasts: Linux's SYN retry schedule for TCP_SYNCNT.
-pub(super) fn syn_timeout(syncnt: u32) -> Duration {
-    Duration::from_secs((1u64 << (syncnt.min(10) + 1)) - 1)
-}
 
 /// connect(2). A nonblocking one answers EINPROGRESS, and its client then writes `pad`
 /// bytes into the pair so that the application's end is not writable (4 × unread bytes >
@@ -114,12 +109,8 @@ pub(super) fn connect(
         addr: (!lip.is_unspecified()).then(|| IpAddress::from(lip)),
         port: local.port(),
     };
-    let mut t = new_socket(
-        s.opts.rcvbuf,
-        s.opts.sndbuf,
-        s.opts.nodelay,
-        s.opts.keepalive,
-    );
+    let mut t = new_socket(s.opts.rcvbuf, s.opts.sndbuf, s.opts.nodelay);
+    timeouts::apply(&mut t, &s.opts);
     let cx = if set == LO {
         st.lo_iface.context()
     } else {
@@ -148,7 +139,7 @@ pub(super) fn connect(
     let mut c = Conn::new(
         set,
         handle,
-        Some(ctx.now + syn_timeout(s.opts.syncnt)),
+        Some(ctx.now + timeouts::connect_timeout(&s.opts)),
         s.opts.linger2,
     );
     c.pad = if wait { 0 } else { pad };

@@ -35,7 +35,8 @@ pub(super) fn takes(domain: i32, v6only: bool, remote_v4: bool) -> bool {
 /// pump_listener gives it both (and, for a screening listener, saw the peer's family): idle
 /// listeners cost memory only for the socket itself.
 pub(super) fn listen_socket(opts: &Opts, ep: IpListenEndpoint) -> tcp::Socket<'static> {
-    let mut t = new_socket(0, 0, opts.nodelay, opts.keepalive);
+    let mut t = new_socket(0, 0, opts.nodelay);
+    crate::engine::timeouts::apply(&mut t, opts);
     t.pause_synack(true);
     let _ = t.listen(ep);
     t
@@ -62,6 +63,7 @@ pub(super) fn answer_syn(sock: &mut tcp::Socket<'static>, opts: &Opts) {
         );
     }
     sock.set_nagle_enabled(!opts.nodelay);
+    crate::engine::timeouts::apply(sock, opts);
     sock.pause_synack(false);
 }
 

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Duration;
 
 use super::*;
 use crate::control::proto::Reply;
 use crate::engine::ending;
 use crate::engine::sock::SockState;
 use crate::engine::stack::NetStack;
+use crate::engine::timeouts;
 
 pub(super) fn name(st: &mut NetStack, id: u64, peer: bool) -> Answer {
     let s = &st.socks[&id];
@@ -51,8 +51,8 @@ pub(super) fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i
         (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = on,
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
             s.opts.keepalive = on;
-            let ka = on.then(|| Duration::from_secs(75));
-            with_tcp(st, id, |t| t.set_keep_alive(ka));
+            let o = s.opts.clone();
+            with_tcp(st, id, |t| timeouts::apply(t, &o));
         }
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
             s.opts.rcvbuf = (value.max(2048) as usize).min(16 << 20)
@@ -75,6 +75,22 @@ pub(super) fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i
                 return err(libc::EINVAL);
             }
             s.opts.syncnt = value as u32;
+        }
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT | libc::TCP_USER_TIMEOUT,
+        ) => {
+            if let Err(e) = timeouts::check(name, value) {
+                return err(e);
+            }
+            match name {
+                libc::TCP_KEEPIDLE => s.opts.keepidle = value,
+                libc::TCP_KEEPINTVL => s.opts.keepintvl = value,
+                libc::TCP_KEEPCNT => s.opts.keepcnt = value,
+                _ => s.opts.user_timeout = value as u32,
+            }
+            let o = s.opts.clone();
+            with_tcp(st, id, |t| timeouts::apply(t, &o));
         }
         (libc::IPPROTO_TCP, libc::TCP_LINGER2) => {
             s.opts.linger2 = ending::linger2_value(value);
@@ -123,6 +139,10 @@ pub(super) fn getopt(st: &mut NetStack, id: u64, level: i32, name: i32) -> Answe
         (libc::IPPROTO_TCP, _) if !s.stream => return err(libc::ENOPROTOOPT),
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.opts.nodelay as i64,
         (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => s.opts.syncnt as i64,
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => s.opts.keepidle as i64,
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => s.opts.keepintvl as i64,
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => s.opts.keepcnt as i64,
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => s.opts.user_timeout as i64,
         (libc::IPPROTO_TCP, libc::TCP_LINGER2) => ending::linger2_shown(s.opts.linger2) as i64,
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => (st.mtu - 40) as i64,
         // The state part of struct tcp_info (the C library builds the struct around it).

@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 mod congestion;
+// vdestack: Linux's limits (retransmission timeout, keep-alive probes).
+mod limits;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -483,6 +485,8 @@ pub struct Socket<'a> {
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
     keep_alive: Option<Duration>,
+    /// vdestack: when the connection gives up (see `limits`).
+    limits: limits::Limits,
     /// The time-to-live (IPv4) or hop limit (IPv6) value used in outgoing packets.
     hop_limit: Option<u8>,
     /// Address passed to listen(). Listen address is set when listen() is called and
@@ -604,6 +608,7 @@ impl<'a> Socket<'a> {
             rst_received: false,
             timeout: None,
             keep_alive: None,
+            limits: limits::Limits::default(),
             hop_limit: None,
             listen_endpoint: IpListenEndpoint::default(),
             tuple: None,
@@ -771,6 +776,29 @@ impl<'a> Socket<'a> {
     /// reports errors as Linux does (ECONNRESET, EPIPE) must tell them apart.
     pub fn rst_received(&self) -> bool {
         self.rst_received
+    }
+
+    /// vdestack: whether the connection ended because a limit of Linux's was reached (see
+    /// `set_retry_timeout` and `set_keep_alive_probes`): the error is ETIMEDOUT.
+    pub fn gave_up(&self) -> bool {
+        self.limits.timed_out
+    }
+
+    /// vdestack: how long the peer may stay silent while this socket waits for its ACK (of
+    /// data, a FIN, a SYN|ACK, or zero-window probes) before the connection is dropped, with
+    /// no RST (Linux's `tcp_retries2`, about 15 minutes, or `TCP_USER_TIMEOUT`). An idle
+    /// connection never times out. None (the default): retransmit for ever.
+    pub fn set_retry_timeout(&mut self, timeout: Option<Duration>) {
+        self.limits.retry = timeout;
+    }
+
+    /// vdestack: keep-alive as Linux's: the first probe after [`Self::set_keep_alive`]'s idle
+    /// time, the next ones `interval` apart (None: the idle time), and after `probes`
+    /// unanswered ones (None: never) the connection is reset. Any segment from the peer
+    /// starts the count again.
+    pub fn set_keep_alive_probes(&mut self, interval: Option<Duration>, probes: Option<u8>) {
+        self.limits.keep_alive_interval = interval;
+        self.limits.keep_alive_probes = probes;
     }
 
     /// vdestack: whether SYN|ACK packets are paused.
@@ -956,6 +984,8 @@ impl<'a> Socket<'a> {
         self.rx_buffer.clear();
         self.rx_fin_received = false;
         self.rst_received = false;
+        self.limits.heard();
+        self.limits.timed_out = false;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1759,6 +1789,15 @@ impl<'a> Socket<'a> {
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
 
+        // vdestack: a segment outside our window (a window probe meeting our zero window, a
+        // retransmission of data we have, or an ACK whose SEQ went back because the peer
+        // rewound `remote_last_seq` after a timeout) still carries an ACK and the peer's
+        // window. A valid ACK (checked above) is processed, only the data is dropped (RFC
+        // 9293 3.10.7.4, "special allowance should be made to accept valid ACKs"). Ignoring
+        // them deadlocks two ends that both wait, with full buffers, for the other's ACK:
+        // each one's retransmissions and probes carry it, and each one drops them.
+        // `Some(true)`: reply with an ACK, `Some(false)`: with a (rate-limited) challenge ACK.
+        let mut ack_only: Option<bool> = None;
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
             State::Listen | State::SynSent => (&[][..], 0),
@@ -1865,16 +1904,30 @@ impl<'a> Socket<'a> {
                     // One per second is ample for a restarted peer to complete
                     // the challenge exchange, since it retransmits its SYN on
                     // its own timer.
-                    if !repr.payload.is_empty()
+                    let data_ack = !repr.payload.is_empty()
                         && matches!(
                             repr.control,
                             TcpControl::None | TcpControl::Psh | TcpControl::Fin
+                        );
+                    if repr.ack_number.is_some()
+                        && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+                        && matches!(
+                            self.state,
+                            State::Established
+                                | State::FinWait1
+                                | State::FinWait2
+                                | State::CloseWait
+                                | State::Closing
+                                | State::LastAck
                         )
                     {
+                        ack_only = Some(data_ack);
+                        (&[][..], 0)
+                    } else if data_ack {
                         return Some(self.ack_reply(ip_repr, repr));
+                    } else {
+                        return self.challenge_ack_reply(cx, ip_repr, repr);
                     }
-
-                    return self.challenge_ack_reply(cx, ip_repr, repr);
                 }
             }
         };
@@ -2106,6 +2159,7 @@ impl<'a> Socket<'a> {
 
         // Update remote state.
         self.remote_last_ts = Some(cx.now());
+        self.limits.heard();
 
         // RFC 1323: The window field (SEG.WND) in the header of every incoming segment, with the
         // exception of SYN segments, is left-shifted by Snd.Wind.Scale bits before updating SND.WND.
@@ -2268,6 +2322,12 @@ impl<'a> Socket<'a> {
         }
 
         let payload_len = payload.len();
+        match ack_only {
+            // vdestack: the segment's data (if any) was dropped; its ACK was processed.
+            Some(true) => return Some(self.ack_reply(ip_repr, repr)),
+            Some(false) => return self.challenge_ack_reply(cx, ip_repr, repr),
+            None => {}
+        }
         if payload_len == 0 {
             return None;
         }
@@ -2358,6 +2418,21 @@ impl<'a> Socket<'a> {
             (Some(remote_last_ts), Some(timeout)) => timestamp >= remote_last_ts + timeout,
             (_, _) => false,
         }
+    }
+
+    /// vdestack: when the connection gives up waiting for the peer's ACK, if it waits for
+    /// one (a connection attempt is left to the user, whose limit is TCP_SYNCNT's).
+    fn retry_deadline(&self) -> Option<Instant> {
+        let waiting = match self.state {
+            State::Established | State::CloseWait => !self.tx_buffer.is_empty(),
+            State::SynReceived | State::FinWait1 | State::Closing | State::LastAck => true,
+            _ => false,
+        };
+        Some(self.limits.asked_at? + self.limits.retry.filter(|_| waiting)?)
+    }
+
+    fn retries_exhausted(&self, timestamp: Instant) -> bool {
+        self.retry_deadline().is_some_and(|d| timestamp >= d)
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
@@ -2535,6 +2610,18 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+        } else if self.retries_exhausted(cx.now()) {
+            // vdestack: the peer stayed silent too long: the connection is dropped with no
+            // RST, as Linux's tcp_write_timeout does.
+            net_debug!("retransmission timeout exceeded");
+            self.reset();
+            self.limits.timed_out = true;
+            return Ok(());
+        } else if self.timer.should_keep_alive(cx.now()) && self.limits.probes_exhausted() {
+            // vdestack: keep-alive probes went unanswered: reset, as Linux does.
+            net_debug!("keep-alive probes unanswered");
+            self.set_state(State::Closed);
+            self.limits.timed_out = true;
         } else if self.timer.should_retransmit(cx.now()) {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
@@ -2566,12 +2653,21 @@ impl<'a> Socket<'a> {
 
                 self.pending_fast_retransmit = true;
             }
+            // vdestack: the first retransmission since the peer was heard starts the retry
+            // timeout (Linux's retrans_stamp).
+            self.limits.asked(cx.now());
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
             // infinite polling loop where `poll_at` returns `Now` but `dispatch`
             // can't actually do anything.
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+            // vdestack: unless the peer's window is zero: then nothing can be resent and an
+            // idle timer would wait for a window update that may be lost, for good. Probe.
+            if self.remote_win_len == 0 && !self.tx_buffer.is_empty() {
+                let delay = self.rtte.retransmission_timeout();
+                self.timer.set_for_zero_window_probe(cx.now(), delay);
+            }
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
@@ -2855,9 +2951,21 @@ impl<'a> Socket<'a> {
         ip_repr.set_payload_len(repr.buffer_len());
         emit(cx, packet_meta, (ip_repr, repr))?;
 
+        // vdestack: a zero-window probe starts the retry timeout (see the retransmission
+        // above).
+        if is_zero_window_probe {
+            self.limits.asked(cx.now());
+        }
+
         // We've sent something, whether useful data or a keep-alive packet, so rewind
         // the keep-alive timer.
         self.timer.rewind_keep_alive(cx.now(), self.keep_alive);
+        if is_keep_alive {
+            // vdestack: the next probe after the interval, and count this one.
+            let interval = self.limits.keep_alive_interval.or(self.keep_alive);
+            self.timer.rewind_keep_alive(cx.now(), interval);
+            self.limits.probes_out = self.limits.probes_out.saturating_add(1);
+        }
 
         // Reset delayed-ack timer
         match self.ack_delay_timer {
@@ -2957,11 +3065,19 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // vdestack: and for the retransmission timeout.
+            let retry_poll_at = self.retry_deadline().map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                retry_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -7982,6 +8098,63 @@ mod test {
         );
     }
 
+    /// vdestack: a data segment that meets our zero window still acknowledges our data and
+    /// tells us the peer's window (two ends that both wait for each other's lost window
+    /// update otherwise stall for good).
+    #[test]
+    fn test_zero_window_data_carries_ack_and_window() {
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // The peer's probe (one byte at RCV.NXT) acknowledges "xyz" and opens its window.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 1000,
+                payload: &b"1"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.send_queue(), 0, "the ACK of the probe was ignored");
+        assert_eq!(
+            s.remote_win_len, 1000,
+            "the window of the probe was ignored"
+        );
+        assert_eq!(
+            s.recv_queue(),
+            6,
+            "the probe's byte went past a full buffer"
+        );
+    }
+
     #[test]
     fn test_zero_window_ack_not_rate_limited() {
         let mut s = socket_established();
@@ -8327,6 +8500,61 @@ mod test {
         );
 
         assert!(s.timer.is_zero_window_probe());
+    }
+
+    /// vdestack: an ACK whose SEQ is behind our RCV.NXT (the peer rewound its send sequence
+    /// after a timeout) still acknowledges our data.
+    #[test]
+    fn test_old_seq_ack_processed() {
+        let mut s = socket_established();
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1),
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.send_queue(), 0, "the ACK was ignored");
+    }
+
+    /// vdestack: a retransmission timeout while the peer's window is zero (it closed it
+    /// with a duplicate ACK while our data was in flight) leads to probes, not to an idle
+    /// socket that waits for a window update that may never come.
+    #[test]
+    fn test_zero_window_probe_after_rto() {
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert!(s.timer.is_retransmit());
+        recv_nothing!(s, time 5_000);
+        assert!(s.timer.is_zero_window_probe(), "timer: {:?}", s.timer);
     }
 
     #[test]
@@ -9976,6 +10204,9 @@ mod test {
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
     }
+
+    // vdestack: tests of Linux's limits (tcp/limits.rs), in tcp/test/limits.rs.
+    mod limits;
 
     // =========================================================================================//
     // vdestack: tests of vdestack's patches (vendor/README.md), each fails without its patch.

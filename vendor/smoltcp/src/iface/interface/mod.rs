@@ -766,6 +766,7 @@ impl Interface {
         let mut dispatched = alloc::vec::Vec::new();
         let mut again = alloc::vec::Vec::new();
         let mut timed = alloc::vec::Vec::new();
+        let mut state_changed = false;
         let mut next = 0;
         while next < work.len() {
             let handle = work[next];
@@ -901,6 +902,9 @@ impl Interface {
             if neighbor_addr.is_some() || tcp_state_before != tcp_state_after {
                 dispatched.push(item.meta.handle);
             }
+            // vdestack: a state that changed with nothing sent (a connection that gave up,
+            // see tcp/limits.rs) is a change the user must hear of too.
+            state_changed |= tcp_state_before != tcp_state_after;
 
             match result {
                 Err(EgressError::Exhausted) => {
@@ -929,6 +933,9 @@ impl Interface {
             sockets.mark_egress(h);
         }
         sockets.timers.extend(timed);
+        if state_changed {
+            result = PollResult::SocketStateChanged;
+        }
         result
     }
 }
