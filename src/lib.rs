@@ -27,6 +27,9 @@ pub mod bridge;
 pub mod config;
 pub mod control;
 mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod net;
 pub mod resolve;

@@ -7,6 +7,8 @@
 
 mod conf;
 pub mod device;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod neighbor;
 mod opener;
 mod ops;
@@ -64,6 +66,16 @@ struct Readiness {
     wr: bool,
     /// The other end is gone.
     hup: bool,
+}
+
+impl Readiness {
+    fn of(ev: &mio::event::Event) -> Readiness {
+        Readiness {
+            rd: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+            wr: ev.is_writable() || ev.is_error(),
+            hup: ev.is_write_closed(),
+        }
+    }
 }
 
 /// Shared pieces the request handlers and bridges need besides the stack itself.
@@ -252,11 +264,7 @@ impl Engine {
             }
             for ev in events.iter() {
                 let t = ev.token().0;
-                let ready = Readiness {
-                    rd: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    wr: ev.is_writable() || ev.is_error(),
-                    hup: ev.is_write_closed(),
-                };
+                let ready = Readiness::of(ev);
                 // A panic here must not kill the engine and every socket with it.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.event(t, ready, &mut work)

@@ -1,0 +1,243 @@
+//! The engine driven by hand, for the fuzz targets (`crate::fuzzing`): in the calling thread,
+//! one round of its event loop at a time, its stacks on an in-memory link whose other end is
+//! the fuzzer. Requests, frames and events take the engine's own paths.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+
+use super::sock::SockState;
+use super::stack::NetStack;
+use super::{CtlConn, Engine, Readiness, Source};
+use crate::control::proto::{Reply, Request};
+use crate::link::{Link, Medium};
+use crate::sys;
+
+/// The engine's random seed: fixed, so that an input does the same each time it runs
+/// (MAC addresses, TCP initial sequence numbers, ephemeral ports).
+const SEED: u64 = 0x5eed_f022;
+
+/// The control connection of requests made with [`request`]: none, so a deferred reply
+/// is dropped.
+const NO_CONN: usize = usize::MAX;
+
+/// Frames the stack sent that the link keeps (the oldest go first).
+const TX_MAX: usize = 64;
+
+/// Frames in flight on a fuzz link.
+#[derive(Debug, Default)]
+pub struct Wire {
+    /// Frames for the stack to receive.
+    pub rx: VecDeque<Vec<u8>>,
+    /// Frames the stack sent.
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+/// The fuzzer's end of a fuzz link.
+pub type WireRef = Rc<RefCell<Wire>>;
+
+/// A link whose other end is the fuzzer, as a switch port or a TUN device would be.
+struct FuzzLink {
+    medium: Medium,
+    checksummed: bool,
+    wire: WireRef,
+}
+
+impl Link for FuzzLink {
+    fn medium(&self) -> Medium {
+        self.medium
+    }
+
+    fn mtu(&self) -> usize {
+        match self.medium {
+            Medium::Ethernet => 1514,
+            Medium::Ip => 1500,
+        }
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let frame = self.wire.borrow_mut().rx.pop_front();
+        let frame = frame.ok_or(io::ErrorKind::WouldBlock)?;
+        // As a datagram socket does, a frame too long for the buffer is cut.
+        let n = frame.len().min(buf.len());
+        buf[..n].copy_from_slice(&frame[..n]);
+        Ok(n)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        let mut w = self.wire.borrow_mut();
+        if w.tx.len() >= TX_MAX {
+            w.tx.pop_front();
+        }
+        w.tx.push_back(frame.to_vec());
+        Ok(())
+    }
+
+    fn checksummed(&self) -> bool {
+        self.checksummed
+    }
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's engine, made on first use.
+fn with<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
+    ENGINE.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.is_none() {
+            *e = Some(new_engine().expect("cannot make the fuzz engine"));
+        }
+        f(e.as_mut().expect("made above"))
+    })
+}
+
+fn new_engine() -> io::Result<Engine> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // A control socket nobody can reach: clients come through [`connect`].
+    let listener = sys::unix_socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("fuzz{}.{n}", std::process::id());
+    Engine::new(listener, name, SEED)
+}
+
+/// Ends every stack and control connection, so that the next input starts from nothing
+/// (and gets the same stack ids).
+pub fn reset() {
+    with(|e| {
+        let ids: Vec<u32> = e.stacks.keys().copied().collect();
+        for id in ids {
+            e.del_stack(id);
+        }
+        let conns: Vec<usize> = e
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::CtlConn(_)))
+            .map(|(t, _)| t)
+            .collect();
+        for t in conns {
+            if let Source::CtlConn(c) = e.sources.remove(t) {
+                let _ = e.poll.registry().deregister(&mut SourceFd(&c.fd.as_raw_fd()));
+            }
+        }
+        e.timers.clear();
+        e.ready.borrow_mut().clear();
+        e.next_stack = 1;
+    })
+}
+
+/// Adds a stack on a fuzz link of `medium` (None: loopback only), as the engine adds one
+/// for a locator; its id and the fuzzer's end of the link. `checksummed`: whether the stack
+/// checks the checksums of what it receives (as on a switch or TUN link) or not (mem://).
+pub fn add_stack(medium: Option<Medium>, checksummed: bool) -> (u32, WireRef) {
+    with(|e| {
+        let id = e.next_stack;
+        e.next_stack += 1;
+        let wire = WireRef::default();
+        let link = medium.map(|medium| {
+            Box::new(FuzzLink {
+                medium,
+                checksummed,
+                wire: wire.clone(),
+            }) as Box<dyn Link>
+        });
+        let seed = e.seed.wrapping_add(id as u64);
+        e.stacks
+            .insert(id, NetStack::on_link(id, link, "vde0", seed));
+        e.ready.borrow_mut().push(id as usize);
+        (id, wire)
+    })
+}
+
+/// Whether the engine may be asked `req` here: a stack may be added only on no link or on
+/// mem://, never on a link that reaches outside the process (TAP devices, switches,
+/// libvdeplug plugins, some of which run commands).
+pub fn harmless(req: &Request) -> bool {
+    match req {
+        Request::AddStack { vnl, .. } => vnl.is_empty() || vnl.starts_with("mem://"),
+        _ => true,
+    }
+}
+
+/// Handles a request as the engine handles one from a control connection, then runs the
+/// stacks it woke. None: the reply was deferred (and will be dropped).
+///
+/// Panics if the request is not [`harmless`].
+pub fn request(req: Request) -> Option<(Reply, Option<OwnedFd>)> {
+    assert!(harmless(&req), "not here: {req:?}");
+    with(|e| {
+        let mut work = Vec::new();
+        let r = e.request(NO_CONN, req, &mut work);
+        e.drain_work(&mut work);
+        r
+    })
+}
+
+/// A control connection to the engine, as one a client thread opens once it got in: the
+/// client's end. Requests on it are served by [`step`].
+pub fn connect() -> io::Result<OwnedFd> {
+    with(|e| {
+        let (mine, theirs) = sys::socketpair(libc::SOCK_SEQPACKET)?;
+        sys::set_nonblocking(mine.as_raw_fd(), true)?;
+        let fd = mine.as_raw_fd();
+        let t = e.sources.insert(Source::CtlConn(CtlConn {
+            fd: mine,
+            owed: false,
+            gone: false,
+        }));
+        let registry = e.poll.registry();
+        if let Err(err) = registry.register(&mut SourceFd(&fd), Token(t), Interest::READABLE) {
+            e.sources.remove(t);
+            return Err(err);
+        }
+        Ok(theirs)
+    })
+}
+
+/// Tells the engine that stack `id` has frames waiting, as an in-process link does.
+pub fn wake(id: u32) {
+    with(|e| e.ready.borrow_mut().push(id as usize))
+}
+
+/// One round of the engine's event loop, without waiting: what happened on its fds
+/// (requests, bytes and hang-ups from applications), then the stacks with work, all of them
+/// as if their deadlines had come.
+pub fn step() {
+    with(|e| {
+        let mut events = Events::with_capacity(256);
+        let mut work: Vec<u32> = e.stacks.keys().copied().collect();
+        if e.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            for ev in events.iter() {
+                e.event(ev.token().0, Readiness::of(ev), &mut work);
+            }
+        }
+        e.drain_work(&mut work);
+    })
+}
+
+/// The MAC address of stack `id`, if it is on an Ethernet link.
+pub fn mac(id: u32) -> Option<[u8; 6]> {
+    with(|e| e.stacks.get(&id).and_then(|st| st.mac()).map(|m| m.0))
+}
+
+/// Whether socket `sock` of stack `id` is a connected TCP socket.
+pub fn connected(id: u32, sock: u64) -> bool {
+    with(|e| {
+        e.stacks
+            .get(&id)
+            .and_then(|st| st.socks.get(&sock))
+            .is_some_and(|s| matches!(s.state, SockState::Connected(_)))
+    })
+}
