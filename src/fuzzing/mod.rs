@@ -49,7 +49,7 @@ const SETUP: &str = "ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0; \
 const PEER_ISN: u32 = 0x1000_0000;
 /// Where the connected socket is connected.
 pub const PEER_PORT: u16 = 4000;
-/// Socket buffers of the TCP sockets (small: a lab is made for every input).
+/// Socket buffers (small: a lab is made for every input).
 const BUF: i32 = 4096;
 /// At most this many application ends (accepted connections add to them).
 const APPS_MAX: usize = 16;
@@ -153,17 +153,15 @@ impl Lab {
         let name = sys::peer_abstract_name(fd.as_raw_fd()).expect("a stack fd");
         let (_, id) = crate::control::parse_sock_name(&name).expect("a socket name");
         self.apps.push(Some(fd));
-        if ty == libc::SOCK_STREAM {
-            for name in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-                let level = libc::SOL_SOCKET;
-                let value = BUF;
-                self.ok(Request::SetOpt {
-                    sock: id,
-                    level,
-                    name,
-                    value,
-                });
-            }
+        for name in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            let level = libc::SOL_SOCKET;
+            let value = BUF;
+            self.ok(Request::SetOpt {
+                sock: id,
+                level,
+                name,
+                value,
+            });
         }
         id
     }
@@ -303,9 +301,12 @@ pub fn control(data: &[u8]) {
             break; // the engine hung up on us
         }
         engine::step();
-        while let Ok((_, fd)) = sys::recv_msg_flags(client.as_raw_fd(), &mut buf, libc::MSG_DONTWAIT)
-        {
-            fds.extend(fd);
+        let fd = client.as_raw_fd();
+        while let Ok((n, passed)) = sys::recv_msg_flags(fd, &mut buf, libc::MSG_DONTWAIT) {
+            if n == 0 {
+                break; // the engine hung up
+            }
+            fds.extend(passed);
         }
         fds.truncate(64);
     }

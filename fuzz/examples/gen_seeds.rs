@@ -1,5 +1,5 @@
 //! Writes the seed inputs of every target to corpus/<target>/ (run from fuzz/:
-//! `cargo +nightly run --release --bin gen_seeds`).
+//! `cargo +nightly run --release --example gen_seeds`).
 
 fn main() -> std::io::Result<()> {
     for target in vdestack::fuzzing::TARGETS {
