@@ -1,0 +1,140 @@
+//! Control requests on a stack's sockets (one module per call family), and the per-round
+//! pump of all its bridges (`pump`).
+
+mod bind;
+mod connect;
+mod listen;
+mod opts;
+mod pump;
+
+use bind::*;
+use connect::*;
+pub use listen::refill_listener;
+use listen::*;
+use opts::*;
+use pump::*;
+pub use pump::{dhcp_check, next_deadline, pump_all, NOT_A_SOCK};
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::sock::{Sock, SockState};
+use super::stack::NetStack;
+use super::Ctx;
+use crate::control::proto::{Reply, Request};
+
+type Answer = Option<(Reply, Option<OwnedFd>)>;
+
+fn err(e: i32) -> Answer {
+    Some((Reply::Err(e), None))
+}
+
+fn ok(r: Reply) -> Answer {
+    Some((r, None))
+}
+
+/// The socket a request is about, if any.
+pub fn sock_of(req: &Request) -> Option<u64> {
+    match req {
+        Request::Bind { sock, .. }
+        | Request::Listen { sock, .. }
+        | Request::Connect { sock, .. }
+        | Request::Padded { sock, .. }
+        | Request::Name { sock, .. }
+        | Request::Shutdown { sock, .. }
+        | Request::SetOpt { sock, .. }
+        | Request::GetOpt { sock, .. } => Some(*sock),
+        _ => None,
+    }
+}
+
+/// Handles one request on stack `st`. None: the reply is deferred (it goes to `conn` later).
+pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> Answer {
+    match req {
+        Request::Socket {
+            domain,
+            ty,
+            protocol,
+            ..
+        } => new_sock(st, ctx, domain, ty, protocol),
+        Request::Cmd { cmds, .. } => super::conf::run(st, conn, &cmds, ctx.now),
+        Request::Nameservers { .. } => ok(Reply::Addrs(st.nameservers.clone())),
+        Request::Pending { .. } => ok(Reply::Int(pending(st) as i64)),
+        req => {
+            let id = sock_of(&req)?;
+            if !st.socks.contains_key(&id) {
+                return err(libc::EBADF);
+            }
+            match req {
+                Request::Bind { sock, addr } => {
+                    bind(st, sock, addr).map_or_else(err, |_| ok(Reply::Ok))
+                }
+                Request::Listen { sock, backlog } => listen(st, sock, backlog),
+                Request::Connect {
+                    sock,
+                    addr,
+                    wait,
+                    pad,
+                } => connect(st, ctx, conn, sock, addr, wait, pad as usize),
+                Request::Padded { sock, bytes } => {
+                    let s = st.socks.get_mut(&sock).expect("checked");
+                    if let SockState::Connecting(c) | SockState::Connected(c) = &mut s.state {
+                        c.pad = bytes as usize;
+                    }
+                    ok(Reply::Ok)
+                }
+                Request::Name { sock, peer } => name(st, sock, peer),
+                Request::Shutdown { sock, .. } => {
+                    let s = &st.socks[&sock];
+                    match &s.state {
+                        SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
+                        SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),
+                        _ => err(libc::ENOTCONN),
+                    }
+                }
+                Request::SetOpt {
+                    sock,
+                    level,
+                    name,
+                    value,
+                } => setopt(st, sock, level, name, value),
+                Request::GetOpt { sock, level, name } => getopt(st, sock, level, name),
+                _ => err(libc::EINVAL),
+            }
+        }
+    }
+}
+
+fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i32) -> Answer {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return err(libc::EAFNOSUPPORT);
+    }
+    let base = ty & 0xf;
+    let stream = match (base, protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => true,
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => false,
+        (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => return err(libc::EPROTONOSUPPORT),
+        _ => return err(libc::ESOCKTNOSUPPORT),
+    };
+    let id = st.new_sock_id();
+    let pair_ty = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let (mine, theirs) = match ctx.pair(id, pair_ty) {
+        Ok(p) => p,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let token = match ctx.register_sock(st.id, id, mine.as_raw_fd()) {
+        Ok(t) => t,
+        Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    let proto = if stream {
+        libc::IPPROTO_TCP
+    } else {
+        libc::IPPROTO_UDP
+    };
+    st.socks
+        .insert(id, Sock::new(id, mine, token, domain, stream, proto));
+    Some((Reply::Ok, Some(theirs)))
+}
