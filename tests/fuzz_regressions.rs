@@ -102,7 +102,8 @@ fn frames_reach_sockets() {
         let sent = lab.wire.borrow().tx.clone();
         let at = if medium == Medium::Ethernet { 14 } else { 0 } + 20 + 13;
         assert!(
-            sent.iter().any(|f| f.get(at) == Some(&(wire::SYN | wire::ACK))),
+            sent.iter()
+                .any(|f| f.get(at) == Some(&(wire::SYN | wire::ACK))),
             "{medium:?}: no SYN|ACK in {sent:?}"
         );
     }

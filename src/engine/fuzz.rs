@@ -129,7 +129,10 @@ pub fn reset() {
             .collect();
         for t in conns {
             if let Source::CtlConn(c) = e.sources.remove(t) {
-                let _ = e.poll.registry().deregister(&mut SourceFd(&c.fd.as_raw_fd()));
+                let _ = e
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&c.fd.as_raw_fd()));
             }
         }
         e.timers.clear();
@@ -171,8 +174,9 @@ pub fn harmless(req: &Request) -> bool {
     }
 }
 
-/// Handles a request as the engine handles one from a control connection, then runs the
-/// stacks it woke. None: the reply was deferred (and will be dropped).
+/// Handles a request as the engine handles one from a control connection; the stacks it
+/// woke run at the next [`step`], as the engine runs them after a batch of events. None: the
+/// reply was deferred (and will be dropped).
 ///
 /// Panics if the request is not [`harmless`].
 pub fn request(req: Request) -> Option<(Reply, Option<OwnedFd>)> {
@@ -180,7 +184,9 @@ pub fn request(req: Request) -> Option<(Reply, Option<OwnedFd>)> {
     with(|e| {
         let mut work = Vec::new();
         let r = e.request(NO_CONN, req, &mut work);
-        e.drain_work(&mut work);
+        e.ready
+            .borrow_mut()
+            .extend(work.iter().map(|id| *id as usize));
         r
     })
 }

@@ -10,8 +10,8 @@ pub mod wire;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-pub use crate::engine::fuzz::{Wire, WireRef};
 use crate::engine::fuzz::{self as engine};
+pub use crate::engine::fuzz::{Wire, WireRef};
 pub use crate::link::Medium;
 pub use seeds::seeds;
 
@@ -80,7 +80,9 @@ fn cmd(stack: u32, cmds: &str) -> Reply {
         stack,
         cmds: cmds.into(),
     };
-    engine::request(req).expect("no dhcp here").0
+    let r = engine::request(req).expect("no dhcp here").0;
+    engine::step();
+    r
 }
 
 impl Lab {
@@ -107,7 +109,10 @@ impl Lab {
             sock: l,
             addr: SocketAddr::new(any6.ip(), 80),
         });
-        lab.ok(Request::Listen { sock: l, backlog: 8 });
+        lab.ok(Request::Listen {
+            sock: l,
+            backlog: 8,
+        });
         let u = lab.socket(libc::AF_INET, libc::SOCK_DGRAM);
         lab.ok(Request::Bind {
             sock: u,
@@ -126,7 +131,10 @@ impl Lab {
             wait: false,
             pad: 0,
         });
-        assert!(matches!(r, Some((Reply::Err(libc::EINPROGRESS), _))), "{r:?}");
+        assert!(
+            matches!(r, Some((Reply::Err(libc::EINPROGRESS), _))),
+            "{r:?}"
+        );
         for _ in 0..8 {
             engine::step();
             if engine::connected(stack, c) {
@@ -134,7 +142,10 @@ impl Lab {
             }
             lab.answer();
         }
-        assert!(engine::connected(stack, c), "the lab's connection is not up");
+        assert!(
+            engine::connected(stack, c),
+            "the lab's connection is not up"
+        );
         lab.wire.borrow_mut().tx.clear();
         lab
     }
@@ -339,6 +350,7 @@ pub fn stackcmd(data: &[u8]) {
         stack,
         cmds: "ip addr show; ip route show; ip link show".into(),
     });
+    engine::step();
     engine::reset();
 }
 

@@ -32,82 +32,147 @@ fn frames(medium: Medium) -> Vec<(String, Vec<u8>)> {
     let (seq, pseq) = lab.seq;
     let conn = (PEER_PORT, lab.port);
     let pkt = |src, dst, proto, payload: &[u8]| lab.packet(src, dst, proto, payload);
-    let syn_opts = [2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0];
+    let syn_opts = [
+        2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0,
+    ];
     let mut out: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (
             "tcp_data",
-            vec![frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq, PSH | ACK, &[], b"hello")))],
+            vec![frame(&pkt(
+                p4,
+                s4,
+                P_TCP,
+                &tcp(p4, s4, conn, pseq, seq, PSH | ACK, &[], b"hello"),
+            ))],
         ),
         (
             "tcp_data_then_read",
             vec![
-                frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq, PSH | ACK, &[], b"hello"))),
+                frame(&pkt(
+                    p4,
+                    s4,
+                    P_TCP,
+                    &tcp(p4, s4, conn, pseq, seq, PSH | ACK, &[], b"hello"),
+                )),
                 app(1, 0, &[]),
             ],
         ),
         (
             "tcp_fin",
-            vec![frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq, FIN | ACK, &[], &[])))],
+            vec![frame(&pkt(
+                p4,
+                s4,
+                P_TCP,
+                &tcp(p4, s4, conn, pseq, seq, FIN | ACK, &[], &[]),
+            ))],
         ),
         (
             "tcp_rst",
-            vec![frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq, RST | ACK, &[], &[])))],
+            vec![frame(&pkt(
+                p4,
+                s4,
+                P_TCP,
+                &tcp(p4, s4, conn, pseq, seq, RST | ACK, &[], &[]),
+            ))],
         ),
         (
             "app_write_then_ack",
             vec![
                 app(0, 3, b"from the application"),
-                frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq.wrapping_add(20), ACK, &[], &[]))),
+                frame(&pkt(
+                    p4,
+                    s4,
+                    P_TCP,
+                    &tcp(p4, s4, conn, pseq, seq.wrapping_add(20), ACK, &[], &[]),
+                )),
             ],
         ),
         (
             "app_close_then_fin",
             vec![
                 app(3, 3, &[]),
-                frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, conn, pseq, seq.wrapping_add(1), FIN | ACK, &[], &[]))),
+                frame(&pkt(
+                    p4,
+                    s4,
+                    P_TCP,
+                    &tcp(p4, s4, conn, pseq, seq.wrapping_add(1), FIN | ACK, &[], &[]),
+                )),
             ],
         ),
         ("app_shutdown", vec![app(2, 3, &[])]),
         (
             "syn_v4",
-            vec![frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, (5000, 80), 7, 0, SYN, &syn_opts, &[]))), app(1, 0, &[])],
+            vec![
+                frame(&pkt(
+                    p4,
+                    s4,
+                    P_TCP,
+                    &tcp(p4, s4, (5000, 80), 7, 0, SYN, &syn_opts, &[]),
+                )),
+                app(1, 0, &[]),
+            ],
         ),
         (
             "syn_v6",
-            vec![frame(&pkt(p6, s6, P_TCP, &tcp(p6, s6, (5000, 80), 7, 0, SYN, &syn_opts, &[])))],
+            vec![frame(&pkt(
+                p6,
+                s6,
+                P_TCP,
+                &tcp(p6, s6, (5000, 80), 7, 0, SYN, &syn_opts, &[]),
+            ))],
         ),
         (
             "syn_closed_port",
-            vec![frame(&pkt(p4, s4, P_TCP, &tcp(p4, s4, (5000, 81), 7, 0, SYN, &[], &[])))],
+            vec![frame(&pkt(
+                p4,
+                s4,
+                P_TCP,
+                &tcp(p4, s4, (5000, 81), 7, 0, SYN, &[], &[]),
+            ))],
         ),
         (
             "udp_v4",
-            vec![frame(&pkt(p4, s4, P_UDP, &udp(p4, s4, (999, 53), b"a datagram"))), app(1, 1, &[])],
+            vec![
+                frame(&pkt(p4, s4, P_UDP, &udp(p4, s4, (999, 53), b"a datagram"))),
+                app(1, 1, &[]),
+            ],
         ),
         (
             "udp_v6",
-            vec![frame(&pkt(p6, s6, P_UDP, &udp(p6, s6, (999, 5353), b"a datagram")))],
+            vec![frame(&pkt(
+                p6,
+                s6,
+                P_UDP,
+                &udp(p6, s6, (999, 5353), b"a datagram"),
+            ))],
         ),
         (
             "udp_closed_port",
             vec![frame(&pkt(p4, s4, P_UDP, &udp(p4, s4, (999, 54), b"x")))],
         ),
-        (
-            "udp_app_send",
-            {
-                let mut d = crate::bridge::udp::header(&SocketAddr::new(p4, 999)).to_vec();
-                d.extend_from_slice(b"from the application");
-                vec![app(0, 1, &d)]
-            },
-        ),
+        ("udp_app_send", {
+            let mut d = crate::bridge::udp::header(&SocketAddr::new(p4, 999)).to_vec();
+            d.extend_from_slice(b"from the application");
+            vec![app(0, 1, &d)]
+        }),
         (
             "icmp_echo",
-            vec![frame(&pkt(p4, s4, P_ICMP, &icmpv4(8, 0, &[0, 1, 0, 1, b'p', b'i', b'n', b'g'])))],
+            vec![frame(&pkt(
+                p4,
+                s4,
+                P_ICMP,
+                &icmpv4(8, 0, &[0, 1, 0, 1, b'p', b'i', b'n', b'g']),
+            ))],
         ),
         (
             "icmp_unreachable",
             vec![{
-                let inner = ip(s4, p4, P_TCP, &tcp(s4, p4, (lab.port, PEER_PORT), seq, pseq, ACK, &[], &[]));
+                let inner = ip(
+                    s4,
+                    p4,
+                    P_TCP,
+                    &tcp(s4, p4, (lab.port, PEER_PORT), seq, pseq, ACK, &[], &[]),
+                );
                 let mut rest = vec![0, 0, 0, 0];
                 rest.extend_from_slice(&inner[..28]);
                 frame(&pkt(p4, s4, P_ICMP, &icmpv4(3, 3, &rest)))
@@ -115,7 +180,12 @@ fn frames(medium: Medium) -> Vec<(String, Vec<u8>)> {
         ),
         (
             "icmpv6_echo",
-            vec![frame(&pkt(p6, s6, P_ICMPV6, &icmpv6(PEER_V6, STACK_V6, 128, 0, &[0, 1, 0, 1, b'p'])))],
+            vec![frame(&pkt(
+                p6,
+                s6,
+                P_ICMPV6,
+                &icmpv6(PEER_V6, STACK_V6, 128, 0, &[0, 1, 0, 1, b'p']),
+            ))],
         ),
         (
             "ipv4_fragment",
@@ -133,18 +203,36 @@ fn frames(medium: Medium) -> Vec<(String, Vec<u8>)> {
         let bcast = [0xff; 6];
         out.push((
             "arp_request",
-            vec![frame(&eth(bcast, PEER_MAC, ETH_ARP, &arp(1, PEER_MAC, PEER_V4, [0; 6], STACK_V4)))],
+            vec![frame(&eth(
+                bcast,
+                PEER_MAC,
+                ETH_ARP,
+                &arp(1, PEER_MAC, PEER_V4, [0; 6], STACK_V4),
+            ))],
         ));
         out.push((
             "arp_reply",
-            vec![frame(&eth(lab.mac, PEER_MAC, ETH_ARP, &arp(2, PEER_MAC, PEER_V4, lab.mac, STACK_V4)))],
+            vec![frame(&eth(
+                lab.mac,
+                PEER_MAC,
+                ETH_ARP,
+                &arp(2, PEER_MAC, PEER_V4, lab.mac, STACK_V4),
+            ))],
         ));
         // A neighbor solicitation for fc00::1, with the peer's link-layer address.
         let mut ns = vec![0, 0, 0, 0];
         ns.extend_from_slice(&STACK_V6.octets());
         ns.extend_from_slice(&[1, 1]);
         ns.extend_from_slice(&PEER_MAC);
-        out.push(("ndp_solicit", vec![frame(&pkt(p6, s6, P_ICMPV6, &icmpv6(PEER_V6, STACK_V6, 135, 0, &ns)))]));
+        out.push((
+            "ndp_solicit",
+            vec![frame(&pkt(
+                p6,
+                s6,
+                P_ICMPV6,
+                &icmpv6(PEER_V6, STACK_V6, 135, 0, &ns),
+            ))],
+        ));
     }
     let name = if lab.ethernet { "eth" } else { "ip" };
     drop(lab);
@@ -181,44 +269,148 @@ fn control() -> Vec<(String, Vec<u8>)> {
     let sock = |n: u64| 1u64 << 32 | n;
     let v4 = |p| SocketAddr::new(PEER_V4.into(), p);
     let reqs: Vec<(&str, Vec<Request>)> = vec![
-        ("socket_bind_listen", vec![
-            Request::Socket { stack: 1, domain: libc::AF_INET, ty: libc::SOCK_STREAM, protocol: 0 },
-            Request::Bind { sock: sock(5), addr: SocketAddr::new(STACK_V4.into(), 8080) },
-            Request::Listen { sock: sock(5), backlog: 4 },
-            Request::Name { sock: sock(5), peer: false },
-        ]),
-        ("socket_connect_wait", vec![
-            Request::Socket { stack: 1, domain: libc::AF_INET6, ty: libc::SOCK_STREAM, protocol: 0 },
-            Request::Connect { sock: sock(5), addr: SocketAddr::new(PEER_V6.into(), 22), wait: true, pad: 0 },
-            Request::GetOpt { sock: sock(5), level: libc::SOL_SOCKET, name: libc::SO_ERROR },
-        ]),
-        ("udp_connect", vec![
-            Request::Socket { stack: 1, domain: libc::AF_INET, ty: libc::SOCK_DGRAM, protocol: 0 },
-            Request::Connect { sock: sock(5), addr: v4(53), wait: false, pad: 0 },
-            Request::Shutdown { sock: sock(5), how: libc::SHUT_RDWR },
-        ]),
-        ("names_opts", vec![
-            Request::Name { sock: sock(4), peer: true },
-            Request::SetOpt { sock: sock(4), level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1 },
-            Request::SetOpt { sock: sock(1), level: libc::SOL_SOCKET, name: libc::SO_KEEPALIVE, value: 1 },
-            Request::GetOpt { sock: sock(3), level: libc::IPPROTO_IPV6, name: libc::IPV6_V6ONLY },
-            Request::Padded { sock: sock(4), bytes: 0 },
-        ]),
-        ("stack_requests", vec![
-            Request::Nameservers { stack: 1 },
-            Request::Pending { stack: 1 },
-            Request::Cmd { stack: 1, cmds: "nameserver 10.0.0.53; ip addr show".into() },
-            Request::AddStack { vnl: "mem://fuzz".into(), ifname: "eth1".into() },
-            Request::Cmd { stack: 2, cmds: "ip link set eth1 up; ip addr add 10.0.0.3/24 dev eth1".into() },
-            Request::DelStack { stack: 2 },
-            Request::AddStack { vnl: String::new(), ifname: String::new() },
-            Request::DelStack { stack: 1 },
-        ]),
-        ("connect_nonblocking_pad", vec![
-            Request::Socket { stack: 1, domain: libc::AF_INET, ty: libc::SOCK_STREAM, protocol: 0 },
-            Request::Connect { sock: sock(5), addr: v4(80), wait: false, pad: 4096 },
-            Request::Padded { sock: sock(5), bytes: 100 },
-        ]),
+        (
+            "socket_bind_listen",
+            vec![
+                Request::Socket {
+                    stack: 1,
+                    domain: libc::AF_INET,
+                    ty: libc::SOCK_STREAM,
+                    protocol: 0,
+                },
+                Request::Bind {
+                    sock: sock(5),
+                    addr: SocketAddr::new(STACK_V4.into(), 8080),
+                },
+                Request::Listen {
+                    sock: sock(5),
+                    backlog: 4,
+                },
+                Request::Name {
+                    sock: sock(5),
+                    peer: false,
+                },
+            ],
+        ),
+        (
+            "socket_connect_wait",
+            vec![
+                Request::Socket {
+                    stack: 1,
+                    domain: libc::AF_INET6,
+                    ty: libc::SOCK_STREAM,
+                    protocol: 0,
+                },
+                Request::Connect {
+                    sock: sock(5),
+                    addr: SocketAddr::new(PEER_V6.into(), 22),
+                    wait: true,
+                    pad: 0,
+                },
+                Request::GetOpt {
+                    sock: sock(5),
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_ERROR,
+                },
+            ],
+        ),
+        (
+            "udp_connect",
+            vec![
+                Request::Socket {
+                    stack: 1,
+                    domain: libc::AF_INET,
+                    ty: libc::SOCK_DGRAM,
+                    protocol: 0,
+                },
+                Request::Connect {
+                    sock: sock(5),
+                    addr: v4(53),
+                    wait: false,
+                    pad: 0,
+                },
+                Request::Shutdown {
+                    sock: sock(5),
+                    how: libc::SHUT_RDWR,
+                },
+            ],
+        ),
+        (
+            "names_opts",
+            vec![
+                Request::Name {
+                    sock: sock(4),
+                    peer: true,
+                },
+                Request::SetOpt {
+                    sock: sock(4),
+                    level: libc::IPPROTO_TCP,
+                    name: libc::TCP_NODELAY,
+                    value: 1,
+                },
+                Request::SetOpt {
+                    sock: sock(1),
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_KEEPALIVE,
+                    value: 1,
+                },
+                Request::GetOpt {
+                    sock: sock(3),
+                    level: libc::IPPROTO_IPV6,
+                    name: libc::IPV6_V6ONLY,
+                },
+                Request::Padded {
+                    sock: sock(4),
+                    bytes: 0,
+                },
+            ],
+        ),
+        (
+            "stack_requests",
+            vec![
+                Request::Nameservers { stack: 1 },
+                Request::Pending { stack: 1 },
+                Request::Cmd {
+                    stack: 1,
+                    cmds: "nameserver 10.0.0.53; ip addr show".into(),
+                },
+                Request::AddStack {
+                    vnl: "mem://fuzz".into(),
+                    ifname: "eth1".into(),
+                },
+                Request::Cmd {
+                    stack: 2,
+                    cmds: "ip link set eth1 up; ip addr add 10.0.0.3/24 dev eth1".into(),
+                },
+                Request::DelStack { stack: 2 },
+                Request::AddStack {
+                    vnl: String::new(),
+                    ifname: String::new(),
+                },
+                Request::DelStack { stack: 1 },
+            ],
+        ),
+        (
+            "connect_nonblocking_pad",
+            vec![
+                Request::Socket {
+                    stack: 1,
+                    domain: libc::AF_INET,
+                    ty: libc::SOCK_STREAM,
+                    protocol: 0,
+                },
+                Request::Connect {
+                    sock: sock(5),
+                    addr: v4(80),
+                    wait: false,
+                    pad: 4096,
+                },
+                Request::Padded {
+                    sock: sock(5),
+                    bytes: 100,
+                },
+            ],
+        ),
     ];
     reqs.into_iter()
         .map(|(n, rs)| {
@@ -257,9 +449,12 @@ fn dns() -> Vec<(String, Vec<u8>)> {
     let name = Name::new_unchecked("example.com");
     let mut answers = Packet::new_reply(7);
     answers.set_flags(PacketFlag::RECURSION_DESIRED | PacketFlag::RECURSION_AVAILABLE);
-    answers
-        .questions
-        .push(Question::new(name.clone(), TYPE::A.into(), CLASS::IN.into(), false));
+    answers.questions.push(Question::new(
+        name.clone(),
+        TYPE::A.into(),
+        CLASS::IN.into(),
+        false,
+    ));
     let alias = Name::new_unchecked("www.example.com");
     answers.answers.push(ResourceRecord::new(
         name.clone(),
@@ -271,18 +466,26 @@ fn dns() -> Vec<(String, Vec<u8>)> {
         alias.clone(),
         CLASS::IN,
         300,
-        RData::A(A { address: 0x0a00_0001 }),
+        RData::A(A {
+            address: 0x0a00_0001,
+        }),
     ));
     answers.answers.push(ResourceRecord::new(
         alias,
         CLASS::IN,
         300,
-        RData::AAAA(AAAA { address: 0xfc00 << 112 | 1 }),
+        RData::AAAA(AAAA {
+            address: 0xfc00 << 112 | 1,
+        }),
     ));
     let mut nx = Packet::new_reply(8);
     *nx.rcode_mut() = RCODE::NameError;
-    nx.questions
-        .push(Question::new(name, TYPE::AAAA.into(), CLASS::IN.into(), false));
+    nx.questions.push(Question::new(
+        name,
+        TYPE::AAAA.into(),
+        CLASS::IN.into(),
+        false,
+    ));
     let bytes = |p: Packet| p.build_bytes_vec_compressed().expect("a packet");
     vec![
         ("answers".to_string(), bytes(answers)),
@@ -298,8 +501,14 @@ fn switch() -> Vec<(String, Vec<u8>)> {
         a
     };
     vec![
-        ("port".to_string(), answer(b"/tmp/vde.ctl/.01234-00000", libc::AF_UNIX as u16)),
-        ("no_such_port".to_string(), answer(b"/nonexistent/port", libc::AF_UNIX as u16)),
+        (
+            "port".to_string(),
+            answer(b"/tmp/vde.ctl/.01234-00000", libc::AF_UNIX as u16),
+        ),
+        (
+            "no_such_port".to_string(),
+            answer(b"/nonexistent/port", libc::AF_UNIX as u16),
+        ),
         ("inet".to_string(), answer(b"x", libc::AF_INET as u16)),
         ("short".to_string(), vec![1]),
     ]

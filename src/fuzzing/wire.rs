@@ -218,7 +218,16 @@ pub fn peer_answer(ethernet: bool, frame: &[u8], isn: u32) -> Option<Vec<u8>> {
             let seq = u32::from_be_bytes(t[4..8].try_into().ok()?);
             let (s, d) = (PEER_V4.into(), STACK_V4.into());
             let mss = [2, 4, 0x05, 0xb4];
-            let seg = tcp(s, d, (dport, sport), isn, seq.wrapping_add(1), SYN | ACK, &mss, &[]);
+            let seg = tcp(
+                s,
+                d,
+                (dport, sport),
+                isn,
+                seq.wrapping_add(1),
+                SYN | ACK,
+                &mss,
+                &[],
+            );
             Some(wrap(ETH_IPV4, ip(s, d, P_TCP, &seg)))
         }
         _ => None,
