@@ -26,9 +26,15 @@ impl Stack {
     /// (`vde0` when None):
     /// - any vdeplug4 locator (`vde:///tmp/sw`, `switch:///tmp/sw`, `slirp://`, ...),
     /// - `tap://NAME`, `tun://NAME`,
-    /// - `mem://NAME`, an in-process segment shared by the stacks that name it,
+    /// - `mem://NAME`, an in-process segment shared by the stacks that name it, impaired as
+    ///   netem does by `mem://NAME[loss=2%/dup=1%/reorder=5%/corrupt=0.1%/delay=5ms/
+    ///   jitter=1ms/rate=100mbit]` (IMPAIRED LINKS in `docs/man/vde_addstack.3`),
     /// - `""`: loopback only.
+    ///
+    /// A locator that is wrong on its face (bad `mem://` parameters) fails with
+    /// `InvalidInput` (EINVAL) and a message saying why.
     pub fn new(vnl: &str, ifname: Option<&str>) -> io::Result<Stack> {
+        crate::link::check(vnl)?;
         let ctl = crate::engine::local()?;
         let req = Request::AddStack {
             vnl: vnl.to_string(),

@@ -59,7 +59,11 @@ pub unsafe extern "C" fn vde_addstack(
     guard(std::ptr::null_mut(), || {
         // SAFETY: as the caller promises.
         let args = unsafe { text(vdenet).and_then(|v| Ok((v, text(ifname)?))) };
-        let made = args.and_then(|(vnl, ifname)| Stack::new(vnl.unwrap_or(""), ifname));
+        let made = args.and_then(|(vnl, ifname)| {
+            // A locator wrong on its face: say why, as the engine does for one it cannot open.
+            vdestack::link::check(vnl.unwrap_or("")).inspect_err(|e| eprintln!("vdestack: {e}"))?;
+            Stack::new(vnl.unwrap_or(""), ifname)
+        });
         match made {
             Ok(s) => {
                 let p = Box::into_raw(Box::new(VdeStack(s)));
@@ -68,7 +72,8 @@ pub unsafe extern "C" fn vde_addstack(
                 p
             }
             Err(e) => {
-                set_errno(crate::errno_of(&e));
+                // Stack::new's errors carry a message, and the errno in their kind.
+                set_errno(vdestack::link::errno_of(&e));
                 std::ptr::null_mut()
             }
         }

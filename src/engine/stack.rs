@@ -376,6 +376,12 @@ impl NetStack {
         if self.lo.pending() {
             at = Some(now);
         }
+        // Frames on a delayed link wake the stack when they are due, up or down.
+        if let Some(d) = self.link.as_deref().and_then(|l| l.due_in()) {
+            let due =
+                now + smoltcp::time::Duration::from_micros(d.as_nanos().div_ceil(1000) as u64);
+            at = Some(at.map_or(due, |a| a.min(due)));
+        }
         if let Some(iface) = self.iface.as_mut() {
             if self.link_up {
                 let l = iface.poll_at(now, &self.sets[LINK]);

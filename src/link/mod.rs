@@ -1,7 +1,8 @@
 //! Links: where a stack's frames go. A link is chosen by the locator (VNL) given to
-//! [`crate::Stack::new`]: a vdeplug4 locator, `tap://NAME`, `tun://NAME`, `mem://NAME`, or
-//! nothing at all (loopback only).
+//! [`crate::Stack::new`]: a vdeplug4 locator, `tap://NAME`, `tun://NAME`, `mem://NAME` (with
+//! netem-like impairments: `mem://NAME[loss=2%/delay=5ms]`), or nothing at all (loopback only).
 
+pub mod impair;
 pub mod mem;
 pub mod switch;
 pub mod tap;
@@ -43,6 +44,12 @@ pub trait Link {
     /// Takes one waiting frame whole, for links that hold frames in memory (mem://); None
     /// for links that read into a buffer with [`Link::recv`].
     fn recv_owned(&mut self) -> Option<io::Result<Vec<u8>>> {
+        None
+    }
+    /// For a link whose frames arrive some time after they were sent (an impaired mem://):
+    /// how long until the first waiting frame is due, if one waits for its time. The engine
+    /// polls the stack then; [`Link::recv`] gives no frame before.
+    fn due_in(&self) -> Option<std::time::Duration> {
         None
     }
     /// Whether frames need checksums: not on a link whose frames never leave the process.
@@ -115,6 +122,15 @@ pub fn open(vnl: &str, wake: Wake, background: Background) -> io::Result<Option<
         )?)));
     }
     Ok(Some(Box::new(vde::VdeLink::open(vnl)?)))
+}
+
+/// Checks what can be checked of a locator without opening it (the parameters of a
+/// `mem://` link), so that a bad one is refused with its message where it was given.
+pub fn check(vnl: &str) -> io::Result<()> {
+    if let Some(spec) = vnl.strip_prefix("mem://") {
+        impair::split(spec).map_err(|e| io::Error::new(e.kind(), format!("{vnl}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The errno behind a link error: the OS error, or the one a link's own error carries, or
