@@ -23,7 +23,7 @@ pub fn is_stack_fd(fd: RawFd) -> bool {
 
 fn call(fd: RawFd, f: impl FnOnce(u64) -> Request) -> io::Result<Reply> {
     let (ctl, id) = lookup(fd)?;
-    ctl.call(&f(id))
+    ctl.call_on(&f(id), fd)
 }
 
 fn addr_reply(r: Reply) -> io::Result<SocketAddr> {

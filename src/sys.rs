@@ -290,6 +290,90 @@ pub fn recv_msg_flags(
     Ok((n, passed))
 }
 
+/// The most fds one SCM_RIGHTS message can carry (the kernel's SCM_MAX_FD).
+const SCM_MAX_FD: usize = 253;
+
+/// Receives one message from a peer that may not be trusted: every fd it passed (room is
+/// made for as many as one message can carry, so that none is dropped, and closed, by the
+/// kernel in the caller's thread) and the message's flags (MSG_TRUNC: it was longer than
+/// `buf`). Nonblocking.
+pub fn recv_msg_untrusted(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, i32)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; (SCM_MAX_FD * 4 + 64) / 8];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = loop {
+        // SAFETY: msg points at live buffers of the given sizes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_recvmsg,
+                fd,
+                &mut msg as *mut _,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
+        match cvt(r) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => break other? as usize,
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: as in recv_msg_flags: the CMSG macros walk the headers the kernel wrote.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n, fds, msg.msg_flags))
+}
+
+/// Makes closing a socket return at once (SO_LINGER on, 0 s: a TCP socket is reset rather
+/// than waiting for its data to go); fails with ENOTSOCK on anything else.
+pub fn no_linger(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: l lives across the call; its size is passed.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger,
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The (st_dev, st_ino) of an open file: what identifies a socket whatever fd names it.
+pub fn file_id(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: stat is plain old data.
+    let mut st: libc::stat = unsafe { zeroed() };
+    // SAFETY: st is valid for the kernel to write.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// The uid of the process at the other end of an AF_UNIX socket.
 pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
     peer_cred(fd).map(|c| c.uid)

@@ -108,3 +108,24 @@ fn frames_reach_sockets() {
         );
     }
 }
+
+#[test]
+fn control_messages_reach_the_engine() {
+    abort_on_panic();
+    let seeds = |name: &str| {
+        let all = fuzzing::seeds("control");
+        all.into_iter().find(|(n, _)| n == name).expect("a seed").1
+    };
+    use vdestack::control::proto::Reply;
+    // With the key: a socket (its fd comes back), bound, listening, named.
+    let r = fuzzing::control_replies(&seeds("socket_bind_listen"));
+    let addr = "10.0.0.1:8080".parse().unwrap();
+    assert_eq!(r, [Reply::Ok, Reply::Ok, Reply::Ok, Reply::Addr(addr)]);
+    // Without it: EACCES; with no hello at all, the engine hangs up.
+    let r = fuzzing::control_replies(&seeds("no_key"));
+    assert!(
+        r.iter().all(|r| *r == Reply::Err(libc::EACCES)) && !r.is_empty(),
+        "{r:?}"
+    );
+    assert_eq!(fuzzing::control_replies(&seeds("no_hello")), []);
+}

@@ -1,21 +1,25 @@
 //! Start-up from the environment, for `LD_PRELOAD` and `vdestack run`.
 //!
-//! - `VDESTACK_CTL` + `VDESTACK_STACK`: the engine control name and stack id of a stack that
-//!   another process (`vdestack run`, or an ancestor) runs; it becomes the default stack.
+//! - `VDESTACK_CTL` + `VDESTACK_STACK` + `VDESTACK_KEY`: the engine control name, stack id
+//!   and engine key of a stack that another process (`vdestack run`, or an ancestor) runs; it
+//!   becomes the default stack. The key is what lets this process use it (see
+//!   vdestack::control::key); it survives exec and a change of uid, as the environment does.
 //! - otherwise `VDESTACK_NET` (a locator; "" for loopback only), with `VDESTACK_IFNAME` and
 //!   `VDESTACK_CMD` (configuration commands): this process creates the stack, makes it the
-//!   default, and exports `VDESTACK_CTL`/`VDESTACK_STACK` so that its descendants share it.
-//!   The stack then lives as long as this process.
+//!   default, and exports `VDESTACK_CTL`/`VDESTACK_STACK`/`VDESTACK_KEY` so that its
+//!   descendants share it. The stack then lives as long as this process.
 
 use std::io;
 
-use vdestack::control::Ctl;
+use vdestack::control::{key, Ctl};
 use vdestack::Stack;
 
 use crate::interpose::set_default;
 
 /// Environment variable: the engine's control socket name.
-pub const ENV_CTL: &str = "VDESTACK_CTL";
+pub const ENV_CTL: &str = key::ENV_CTL;
+/// Environment variable: the engine's key.
+pub const ENV_KEY: &str = key::ENV_KEY;
 /// Environment variable: the stack id within that engine.
 pub const ENV_STACK: &str = "VDESTACK_STACK";
 /// Environment variable: the locator of a stack to create.
@@ -38,10 +42,20 @@ extern "C" fn init() {
 }
 
 fn from_env() -> io::Result<()> {
+    key::load_env();
     if let (Ok(ctl), Ok(id)) = (std::env::var(ENV_CTL), std::env::var(ENV_STACK)) {
         let id = id.parse().map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("bad {ENV_STACK}={id}"))
         })?;
+        if std::env::var(ENV_KEY)
+            .ok()
+            .and_then(|k| key::from_hex(&k))
+            .is_none()
+        {
+            // Still attached: calls on fds this process holds work; the others say EACCES.
+            eprintln!("libvdestack: {ENV_CTL} without a valid {ENV_KEY}: the stack will refuse most calls");
+        }
+        // Connections show the key the environment gives for this engine.
         set_default(Some(Stack::attach(Ctl::from_name(ctl.into_bytes()), id)));
         return Ok(());
     }
@@ -56,9 +70,14 @@ fn from_env() -> io::Result<()> {
             .map_err(|e| io::Error::other(format!("{ENV_CMD}: {}", e.message)))?;
     }
     let ctl = String::from_utf8_lossy(stack.ctl().name()).into_owned();
+    let k = stack
+        .ctl()
+        .key()
+        .ok_or_else(|| io::Error::other("the engine has no key"))?;
     // Set before the program starts any thread of its own.
     std::env::set_var(ENV_CTL, ctl);
     std::env::set_var(ENV_STACK, stack.id().to_string());
+    std::env::set_var(ENV_KEY, key::to_hex(&k));
     set_default(Some(Stack::attach(stack.ctl().clone(), stack.id())));
     // The stack lives as long as the process; at exit, what the program wrote last gets
     // its chance to go out first (exit handlers run before the engine thread dies).

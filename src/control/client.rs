@@ -4,14 +4,27 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use super::key::{self, Key};
 use super::proto::{Reply, Request};
 use crate::sys;
 
-/// A handle on one engine's control socket: just its abstract name, so it stays valid
-/// across fork() and can be passed to another program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A handle on one engine's control socket: its abstract name, and the engine's key when
+/// this handle carries it, so it stays valid across fork() and can be passed to another
+/// program (see [`super::key`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Ctl {
     name: Vec<u8>,
+    key: Option<Key>,
+}
+
+impl std::fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key: a Debug print must not hand out the stack.
+        f.debug_struct("Ctl")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("key", &self.key.map(|_| "<held>"))
+            .finish()
+    }
 }
 
 /// The largest control message either side sends.
@@ -22,6 +35,8 @@ struct Conn {
     engine: Vec<u8>,
     pid: i32,
     fd: OwnedFd,
+    /// Its hello showed a key: requests need no proof.
+    keyed: bool,
 }
 
 thread_local! {
@@ -77,9 +92,25 @@ fn wait_reply(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)>
 }
 
 impl Ctl {
-    /// A handle on the engine whose control socket has this abstract name.
+    /// A handle on the engine whose control socket has this abstract name. Connections
+    /// show the key this process holds for it ([`key::lookup`]), if any.
     pub fn from_name(name: Vec<u8>) -> Ctl {
-        Ctl { name }
+        Ctl { name, key: None }
+    }
+
+    /// A handle that shows `key`; the process remembers it for this engine's fds too.
+    pub fn with_key(name: Vec<u8>, key: Key) -> Ctl {
+        key::remember(&name, key);
+        Ctl {
+            name,
+            key: Some(key),
+        }
+    }
+
+    /// The key connections to this engine show: the handle's own, or the one the process
+    /// holds for the engine.
+    pub fn key(&self) -> Option<Key> {
+        self.key.or_else(|| key::lookup(&self.name))
     }
 
     /// The control socket's abstract name.
@@ -91,7 +122,7 @@ impl Ctl {
     pub fn of_fd(fd: RawFd) -> Option<(Ctl, u64)> {
         let peer = sys::peer_abstract_name(fd)?;
         let (name, id) = super::parse_sock_name(&peer)?;
-        Some((Ctl { name }, id))
+        Some((Ctl { name, key: None }, id))
     }
 
     /// Sends one request and waits for its reply (and the fd passed with it, if any).
@@ -99,46 +130,79 @@ impl Ctl {
     /// The calling thread's connection to the engine is reused; it is taken out of the cache
     /// for the call, so a call made meanwhile (a signal handler) opens its own.
     pub fn call_fd(&self, req: &Request) -> io::Result<(Reply, Option<OwnedFd>)> {
+        self.exchange(req, None)
+    }
+
+    /// [`Ctl::call_fd`] for a request on the socket `fd` is an end of: on a connection
+    /// without the engine's key, `fd` goes with the request (SCM_RIGHTS) to prove that
+    /// this process holds it.
+    pub fn call_fd_on(&self, req: &Request, fd: RawFd) -> io::Result<(Reply, Option<OwnedFd>)> {
+        self.exchange(req, Some(fd))
+    }
+
+    fn exchange(
+        &self,
+        req: &Request,
+        proof: Option<RawFd>,
+    ) -> io::Result<(Reply, Option<OwnedFd>)> {
         // SAFETY: getpid cannot fail.
         let pid = unsafe { libc::getpid() };
         let msg = req.encode();
-        let mut conn = None;
-        if let Some(c) = self.cached(pid) {
-            // The application may have closed our fd and reused its number (closefrom in a
-            // daemon): only a socket still connected to this engine is used.
-            let ours = sys::peer_abstract_name(c.fd.as_raw_fd()).as_deref() == Some(&self.name);
-            if ours && sys::send_msg(c.fd.as_raw_fd(), &msg, &[]).is_ok() {
-                conn = Some(c);
-            } else if !ours {
-                std::mem::forget(c.fd); // not ours any more: never close it
-            }
-        }
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = self.connect(pid)?;
-                sys::send_msg(c.fd.as_raw_fd(), &msg, &[])?;
-                c
-            }
+        let send = |c: &Conn| {
+            let fds: &[RawFd] = match &proof {
+                Some(fd) if !c.keyed => std::slice::from_ref(fd),
+                _ => &[],
+            };
+            sys::send_msg(c.fd.as_raw_fd(), &msg, fds)
         };
-        let r = BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            buf.resize(MAX_MSG, 0);
-            let (n, fd) = wait_reply(conn.fd.as_raw_fd(), &mut buf)?;
-            if n == 0 {
-                return Err(sys::errno_err(libc::ENETDOWN));
-            }
-            Ok((Reply::decode(&buf[..n])?, fd))
-        });
-        if r.is_ok() {
-            CONNS.with(|c| {
-                let mut v = c.borrow_mut();
-                if v.len() < KEEP {
-                    v.push(conn);
+        let mut retried = false;
+        loop {
+            let mut conn = None;
+            if let Some(c) = self.cached(pid) {
+                // The application may have closed our fd and reused its number (closefrom
+                // in a daemon): only a socket still connected to this engine is used.
+                let ours = sys::peer_abstract_name(c.fd.as_raw_fd()).as_deref() == Some(&self.name);
+                if ours && send(&c).is_ok() {
+                    conn = Some(c);
+                } else if !ours {
+                    std::mem::forget(c.fd); // not ours any more: never close it
                 }
+            }
+            let conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = self.connect(pid)?;
+                    send(&c)?;
+                    c
+                }
+            };
+            let r = BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                buf.resize(MAX_MSG, 0);
+                let (n, fd) = wait_reply(conn.fd.as_raw_fd(), &mut buf)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                Ok(Some((Reply::decode(&buf[..n])?, fd)))
             });
+            match r {
+                // EOF: the engine closed the connection without reading the request (it
+                // closes surplus connections that never proved anything). Once more on a
+                // fresh one; if the engine is gone, connecting says so.
+                Ok(None) if !retried => retried = true,
+                Ok(None) => return Err(sys::errno_err(libc::ENETDOWN)),
+                Ok(Some(r)) => {
+                    CONNS.with(|c| {
+                        let mut v = c.borrow_mut();
+                        if v.len() < KEEP {
+                            v.push(conn);
+                        }
+                    });
+                    return Ok(r);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        r
     }
 
     /// Takes this thread's connection to the engine out of the cache, if it has one from
@@ -164,16 +228,28 @@ impl Ctl {
                 e
             }
         })?;
+        // The hello gets no reply: it costs one message per connection, not a round trip.
+        let key = self.key();
+        sys::send_msg(sock.as_raw_fd(), &Request::Hello { key }.encode(), &[])?;
         Ok(Conn {
             engine: self.name.clone(),
             pid,
             fd: sock,
+            keyed: key.is_some(),
         })
     }
 
     /// Sends one request and returns its reply; `Reply::Err(e)` becomes an `io::Error`.
     pub fn call(&self, req: &Request) -> io::Result<Reply> {
         match self.call_fd(req)?.0 {
+            Reply::Err(e) => Err(sys::errno_err(e)),
+            r => Ok(r),
+        }
+    }
+
+    /// [`Ctl::call`] for a request on the socket `fd` is an end of (see [`Ctl::call_fd_on`]).
+    pub fn call_on(&self, req: &Request, fd: RawFd) -> io::Result<Reply> {
+        match self.call_fd_on(req, fd)?.0 {
             Reply::Err(e) => Err(sys::errno_err(e)),
             r => Ok(r),
         }

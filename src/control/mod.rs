@@ -11,6 +11,7 @@
 //! made each bind walk a chain of hundreds of sockets at 10,000 connections.
 
 pub mod client;
+pub mod key;
 pub mod proto;
 
 pub use client::Ctl;

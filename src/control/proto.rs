@@ -4,9 +4,16 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
+/// An engine's secret (see [`crate::control::key`]): whoever shows it may use all its stacks.
+pub type Key = [u8; 16];
+
 /// A request to the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
+    /// The first message of every connection, and only there; it gets no reply. With the
+    /// engine's key the connection may do everything; without it (or with a wrong one) only
+    /// requests on a socket whose fd comes attached to the request.
+    Hello { key: Option<Key> },
     /// Creates a stack on the link a VNL names.
     AddStack { vnl: String, ifname: String },
     /// Ends a stack and all its sockets.
@@ -205,6 +212,8 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = W(Vec::with_capacity(64));
         match self {
+            Request::Hello { key: Some(k) } => w.u8(16).u8(1).bytes(k),
+            Request::Hello { key: None } => w.u8(16).u8(0),
             Request::AddStack { vnl, ifname } => w.u8(1).str(vnl).str(ifname),
             Request::DelStack { stack } => w.u8(2).u32(*stack),
             Request::Cmd { stack, cmds } => w.u8(3).u32(*stack).str(cmds),
@@ -241,7 +250,14 @@ impl Request {
     /// Decodes a request; malformed input is an error, never a panic.
     pub fn decode(buf: &[u8]) -> io::Result<Request> {
         let mut r = R(buf);
-        Ok(match r.u8()? {
+        let req = match r.u8()? {
+            16 => Request::Hello {
+                key: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.take(16)?.try_into().map_err(|_| bad())?),
+                    _ => return Err(bad()),
+                },
+            },
             1 => Request::AddStack {
                 vnl: r.str()?,
                 ifname: r.str()?,
@@ -297,7 +313,12 @@ impl Request {
                 bytes: r.u32()?,
             },
             _ => return Err(bad()),
-        })
+        };
+        // Both ends are this crate: anything left over is not a request of ours.
+        if !r.0.is_empty() {
+            return Err(bad());
+        }
+        Ok(req)
     }
 }
 
@@ -362,6 +383,8 @@ mod tests {
     fn round_trips() {
         let a6: SocketAddr = "[fc00::1%3]:80".parse().unwrap();
         let reqs = vec![
+            Request::Hello { key: None },
+            Request::Hello { key: Some([7; 16]) },
             Request::AddStack {
                 vnl: "vde:///tmp/x".into(),
                 ifname: "vde0".into(),
@@ -405,5 +428,10 @@ mod tests {
         assert!(Request::decode(&[99, 1, 2]).is_err());
         assert!(Request::decode(&[3, 1, 0, 0, 0, 255, 255, 255, 255]).is_err());
         assert!(Reply::decode(&[5, 9]).is_err());
+        assert!(Request::decode(&[16, 1, 1, 2]).is_err());
+        assert!(Request::decode(&[16, 2]).is_err());
+        let mut long = Request::DelStack { stack: 1 }.encode();
+        long.push(0);
+        assert!(Request::decode(&long).is_err());
     }
 }

@@ -10,19 +10,23 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
+use mio::Events;
 
+use super::ctl::Ctls;
 use super::sock::SockState;
 use super::stack::NetStack;
-use super::{CtlConn, Engine, Readiness, Source};
-use crate::control::proto::{Reply, Request};
+use super::{Engine, Readiness, Source};
+use crate::control;
+use crate::control::proto::{Key, Reply, Request};
 use crate::link::{Link, Medium};
 use crate::sys;
 
 /// The engine's random seed: fixed, so that an input does the same each time it runs
 /// (MAC addresses, TCP initial sequence numbers, ephemeral ports).
 const SEED: u64 = 0x5eed_f022;
+
+/// The engine's key: fixed too.
+const KEY: Key = [0x5e; 16];
 
 /// The control connection of requests made with [`request`]: none, so a deferred reply
 /// is dropped.
@@ -106,11 +110,12 @@ fn with<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
 
 fn new_engine() -> io::Result<Engine> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    // A control socket nobody can reach: clients come through [`connect`].
-    let listener = sys::unix_socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("fuzz{}.{n}", std::process::id());
-    Engine::new(listener, name, SEED)
+    let listener = sys::unix_socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
+    sys::bind_abstract(listener.as_raw_fd(), &control::ctl_name(&name))?;
+    sys::listen(listener.as_raw_fd(), 64)?;
+    Engine::new(listener, name, SEED, KEY)
 }
 
 /// Ends every stack and control connection, so that the next input starts from nothing
@@ -121,19 +126,25 @@ pub fn reset() {
         for id in ids {
             e.del_stack(id);
         }
-        let conns: Vec<usize> = e
-            .sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::CtlConn(_)))
-            .map(|(t, _)| t)
-            .collect();
-        for t in conns {
-            if let Source::CtlConn(c) = e.sources.remove(t) {
-                let _ = e
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&c.fd.as_raw_fd()));
-            }
+        let conns = |e: &Engine| -> Vec<usize> {
+            let ctl = |s: &Source| matches!(s, Source::CtlConn(_));
+            e.sources
+                .iter()
+                .filter(|(_, s)| ctl(s))
+                .map(|(t, _)| t)
+                .collect()
+        };
+        for t in conns(e) {
+            e.hang_up(t);
+        }
+        // Those still owed a reply stay, as in the engine: here they go, with what the
+        // engine knew of them.
+        let owed = conns(e);
+        for &t in &owed {
+            e.sources.remove(t);
+        }
+        if !owed.is_empty() {
+            e.ctls = Ctls::default();
         }
         e.timers.clear();
         e.ready.borrow_mut().clear();
@@ -191,25 +202,19 @@ pub fn request(req: Request) -> Option<(Reply, Option<OwnedFd>)> {
     })
 }
 
-/// A control connection to the engine, as one a client thread opens once it got in: the
-/// client's end. Requests on it are served by [`step`].
+/// A connection to the engine's control socket, accepted: the client's end. Requests on it
+/// are served by [`step`]; the first must be a hello (with [`key`] to be let in).
 pub fn connect() -> io::Result<OwnedFd> {
-    with(|e| {
-        let (mine, theirs) = sys::socketpair(libc::SOCK_SEQPACKET)?;
-        sys::set_nonblocking(mine.as_raw_fd(), true)?;
-        let fd = mine.as_raw_fd();
-        let t = e.sources.insert(Source::CtlConn(CtlConn {
-            fd: mine,
-            owed: false,
-            gone: false,
-        }));
-        let registry = e.poll.registry();
-        if let Err(err) = registry.register(&mut SourceFd(&fd), Token(t), Interest::READABLE) {
-            e.sources.remove(t);
-            return Err(err);
-        }
-        Ok(theirs)
-    })
+    let name = with(|e| control::ctl_name(&e.name));
+    let client = sys::unix_socket(libc::SOCK_SEQPACKET)?;
+    sys::connect_abstract(client.as_raw_fd(), &name)?;
+    step();
+    Ok(client)
+}
+
+/// The engine's key.
+pub fn key() -> Key {
+    KEY
 }
 
 /// Tells the engine that stack `id` has frames waiting, as an in-process link does.
@@ -229,6 +234,7 @@ pub fn step() {
                 e.event(ev.token().0, Readiness::of(ev), &mut work);
             }
         }
+        e.serve_ctls(&mut work);
         e.drain_work(&mut work);
     })
 }

@@ -6,6 +6,7 @@
 //! an idle engine sleeps in epoll with no timeout.
 
 mod conf;
+mod ctl;
 pub mod device;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
@@ -30,9 +31,11 @@ use mio::{Events, Interest, Poll, Token};
 use smoltcp::time::Instant;
 
 use crate::bridge::Done;
+use crate::control::key::{self, Key};
 use crate::control::proto::{Reply, Request};
 use crate::control::{self, Ctl};
 use crate::sys;
+use ctl::{CtlConn, Ctls};
 use stack::NetStack;
 
 /// What a mio token stands for.
@@ -42,21 +45,6 @@ enum Source {
     CtlConn(CtlConn),
     Link(u32),
     Sock(u32, u64),
-}
-
-thread_local! {
-    /// The engine's buffer for control messages (one thread, one request at a time).
-    static CTL_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A control connection. A client sends one request at a time and waits for its reply.
-struct CtlConn {
-    fd: OwnedFd,
-    /// A request's reply was deferred (a blocking connect, accept, dhcp) and is still owed.
-    owed: bool,
-    /// The client hung up while a reply was owed: the slot stays taken until that reply
-    /// comes and is dropped, so it can never reach a later connection given the same token.
-    gone: bool,
 }
 
 /// What an epoll event says about an fd.
@@ -111,14 +99,15 @@ impl Ctx<'_> {
     }
 
     /// Makes a socketpair for socket `id` of `ty`, binds the engine end to the socket's
-    /// name, and returns (engine end, application end).
-    pub fn pair(&mut self, id: u64, ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    /// name, and returns (engine end, application end, the application end's identity).
+    pub fn pair(&mut self, id: u64, ty: i32) -> io::Result<(OwnedFd, OwnedFd, sock::FileId)> {
         let (mine, theirs) = sys::socketpair(ty)?;
+        let app = sys::file_id(theirs.as_raw_fd())?;
         sys::bind_abstract(mine.as_raw_fd(), &control::sock_name(self.name, id))?;
         sys::set_nonblocking(mine.as_raw_fd(), true)?;
         // An AF_UNIX sender's SO_SNDBUF bounds what waits in the pair (SO_RCVBUF plays no part).
         let _ = sys::setsockopt_int(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
-        Ok((mine, theirs))
+        Ok((mine, theirs, app))
     }
 }
 
@@ -130,7 +119,9 @@ struct Engine {
     next_stack: u32,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     ready: Rc<RefCell<Vec<usize>>>,
-    uid: u32,
+    /// The secret a control connection shows to do more than act on fds it holds.
+    key: Key,
+    ctls: Ctls,
     seed: u64,
     opener: opener::Opener,
 }
@@ -168,15 +159,16 @@ pub fn local() -> io::Result<Ctl> {
 /// in its own thread.
 fn start() -> io::Result<Ctl> {
     let seed = random_seed();
+    let key = key::generate()?;
     let name = format!("{}.{:016x}", std::process::id(), seed);
     let listener = sys::unix_socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
     sys::bind_abstract(listener.as_raw_fd(), &control::ctl_name(&name))?;
     sys::listen(listener.as_raw_fd(), 1024)?;
-    let ctl = Ctl::from_name(control::ctl_name(&name));
+    let ctl = Ctl::with_key(control::ctl_name(&name), key);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("vdestack-engine".into())
-        .spawn(move || match Engine::new(listener, name, seed) {
+        .spawn(move || match Engine::new(listener, name, seed, key) {
             Ok(engine) => {
                 ON_ENGINE.with(|c| c.set(true));
                 let _ = tx.send(Ok(()));
@@ -207,7 +199,7 @@ fn random_seed() -> u64 {
 }
 
 impl Engine {
-    fn new(listener: OwnedFd, name: String, seed: u64) -> io::Result<Engine> {
+    fn new(listener: OwnedFd, name: String, seed: u64, key: Key) -> io::Result<Engine> {
         let poll = Poll::new()?;
         let mut sources = slab::Slab::new();
         let t = sources.insert(Source::CtlListener(listener));
@@ -226,8 +218,8 @@ impl Engine {
             next_stack: 1,
             timers: BinaryHeap::new(),
             ready: Rc::default(),
-            // SAFETY: getuid cannot fail.
-            uid: unsafe { libc::getuid() },
+            key,
+            ctls: Ctls::default(),
             seed,
             opener: Default::default(),
         })
@@ -247,7 +239,7 @@ impl Engine {
                 }
             });
             let spinning = spin.spinning(std::time::Instant::now());
-            if spinning {
+            if spinning || self.ctls.busy() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -258,7 +250,7 @@ impl Engine {
             }
             if !events.is_empty() {
                 spin.events(std::time::Instant::now());
-            } else if spinning {
+            } else if spinning && !self.ctls.busy() {
                 std::hint::spin_loop();
                 continue;
             }
@@ -273,6 +265,7 @@ impl Engine {
                     eprintln!("vdestack engine: internal error handling an event (recovered)");
                 }
             }
+            self.serve_ctls(&mut work);
             let now = Instant::now();
             while let Some(Reverse((at, id))) = self.timers.peek().copied() {
                 if at > now {
@@ -314,71 +307,7 @@ impl Engine {
 
     fn event(&mut self, token: usize, ready: Readiness, work: &mut Vec<u32>) {
         match self.sources.get(token) {
-            Some(Source::CtlListener(l)) => {
-                let lfd = l.as_raw_fd();
-                while let Ok(conn) = sys::accept(lfd) {
-                    if sys::peer_uid(conn.as_raw_fd()).ok() != Some(self.uid) && self.uid != 0 {
-                        continue; // only the same user may drive our stacks
-                    }
-                    let fd = conn.as_raw_fd();
-                    let t = self.sources.insert(Source::CtlConn(CtlConn {
-                        fd: conn,
-                        owed: false,
-                        gone: false,
-                    }));
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut SourceFd(&fd), Token(t), Interest::READABLE)
-                        .is_err()
-                    {
-                        self.sources.remove(t);
-                    }
-                }
-            }
-            Some(Source::CtlConn(c)) => {
-                let fd = c.fd.as_raw_fd();
-                loop {
-                    let req = CTL_BUF.with(|b| {
-                        let mut buf = b.borrow_mut();
-                        buf.resize(control::client::MAX_MSG, 0);
-                        match sys::recv_msg(fd, &mut buf) {
-                            Ok((n, _)) if n > 0 => {
-                                Some(Request::decode(&buf[..n]).map_err(|_| libc::EINVAL))
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                            _ => Some(Err(-1)), // EOF or error: the client is gone
-                        }
-                    });
-                    let Some(req) = req else { return };
-                    if req == Err(-1) {
-                        self.hang_up(token);
-                        return;
-                    }
-                    // A request that panics still gets an answer, or its caller would wait.
-                    let reply = match req {
-                        Ok(req) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            self.request(token, req, work)
-                        }))
-                        .unwrap_or_else(|_| {
-                            eprintln!(
-                                "vdestack engine: internal error answering a request (recovered)"
-                            );
-                            Some((Reply::Err(libc::EIO), None))
-                        }),
-                        Err(e) => Some((Reply::Err(e), None)),
-                    };
-                    match reply {
-                        Some((reply, fd)) => self.reply(token, reply, fd),
-                        None => {
-                            if let Some(Source::CtlConn(c)) = self.sources.get_mut(token) {
-                                c.owed = true;
-                            }
-                            return;
-                        }
-                    }
-                }
-            }
+            Some(Source::CtlListener(_) | Source::CtlConn(_)) => self.ctl_ready(token),
             Some(Source::Link(stack)) => {
                 let stack = *stack;
                 if let Some(st) = self.stacks.get_mut(&stack) {
@@ -404,38 +333,6 @@ impl Engine {
                 work.push(stack);
             }
             None => {}
-        }
-    }
-
-    /// Sends a reply on control connection `token` (dropped if its client hung up).
-    fn reply(&mut self, token: usize, reply: Reply, fd: Option<OwnedFd>) {
-        let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
-            return;
-        };
-        c.owed = false;
-        if c.gone {
-            self.sources.remove(token);
-            return;
-        }
-        let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-        if sys::send_msg(c.fd.as_raw_fd(), &reply.encode(), &fds).is_err() {
-            self.hang_up(token);
-        }
-    }
-
-    /// Forgets a control connection whose client hung up.
-    fn hang_up(&mut self, token: usize) {
-        let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
-            return;
-        };
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&c.fd.as_raw_fd()));
-        if c.owed {
-            c.gone = true; // see CtlConn::gone
-        } else {
-            self.sources.remove(token);
         }
     }
 

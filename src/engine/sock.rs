@@ -102,6 +102,9 @@ impl Default for PairReady {
     }
 }
 
+/// What identifies an open file whatever fd names it: (st_dev, st_ino).
+pub type FileId = (u64, u64);
+
 /// One socket of a stack.
 #[derive(Debug)]
 pub struct Sock {
@@ -110,6 +113,9 @@ pub struct Sock {
     pub fd: OwnedFd,
     /// The mio token of `fd`.
     pub token: usize,
+    /// The application's end of the pair: a client without the engine's key proves with it
+    /// that it holds the socket.
+    pub app: FileId,
     pub domain: i32,
     pub stream: bool,
     pub protocol: i32,
@@ -141,7 +147,7 @@ impl Sock {
     /// A fresh socket.
     pub fn new(
         id: u64,
-        fd: OwnedFd,
+        (fd, app): (OwnedFd, FileId),
         token: usize,
         domain: i32,
         stream: bool,
@@ -156,6 +162,7 @@ impl Sock {
             id,
             fd,
             token,
+            app,
             domain,
             stream,
             protocol,

@@ -293,15 +293,35 @@ pub fn frames(medium: Medium, data: &[u8]) {
 }
 
 /// Control requests from a client into the engine, on a lab (stack 1, its sockets
-/// `1 << 32 | 1..=4`). The input: [`record`]s, each a message the client sends on its
-/// control connection and whose reply it reads, keeping the fds that come with it. A
-/// request to add a stack on a link that leaves the process is skipped ([`engine::harmless`]).
+/// `1 << 32 | 1..=4`). The input: a flags byte (bit 0: the client first says hello with the
+/// engine's key; else bit 1: hello without it; else no hello), then [`record`]s, each a
+/// message the client sends on its control connection, which is accepted by the engine's
+/// listener, and whose reply it reads, keeping the fds that come with it. A request to add a
+/// stack on a link that leaves the process is skipped ([`engine::harmless`]).
 pub fn control(data: &[u8]) {
+    control_replies(data);
+}
+
+/// [`control`], returning the replies the client read.
+pub fn control_replies(data: &[u8]) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return replies;
+    };
     let lab = Lab::new(Medium::Ethernet, false);
     let client = engine::connect().expect("a control connection");
+    let hello = match flags & 3 {
+        0 => None,
+        2 => Some(Request::Hello { key: None }),
+        _ => Some(Request::Hello {
+            key: Some(engine::key()),
+        }),
+    };
+    if let Some(h) = hello {
+        let _ = sys::send(client.as_raw_fd(), &h.encode());
+    }
     let mut fds = Vec::new();
     let mut buf = vec![0u8; crate::control::client::MAX_MSG];
-    let mut rest = data;
     while !rest.is_empty() {
         let (msg, r) = record(rest);
         rest = r;
@@ -317,12 +337,14 @@ pub fn control(data: &[u8]) {
             if n == 0 {
                 break; // the engine hung up
             }
+            replies.extend(Reply::decode(&buf[..n]));
             fds.extend(passed);
         }
         fds.truncate(64);
     }
     drop((lab, fds));
     engine::reset();
+    replies
 }
 
 /// A `vde_stackcmd` string run on a new stack. The input: a byte choosing the stack's link

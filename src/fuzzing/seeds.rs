@@ -412,9 +412,17 @@ fn control() -> Vec<(String, Vec<u8>)> {
             ],
         ),
     ];
-    reqs.into_iter()
-        .map(|(n, rs)| {
-            let mut d = Vec::new();
+    // Flags 1: a hello with the key first; 2: one without (requests get EACCES); 0: none
+    // (the engine closes the connection).
+    let unkeyed = [
+        ("no_key", 2, reqs[0].1.clone()),
+        ("no_hello", 0, reqs[0].1.clone()),
+    ];
+    let keyed = reqs.into_iter().map(|(n, rs)| (n, 1, rs));
+    keyed
+        .chain(unkeyed)
+        .map(|(n, flags, rs)| {
+            let mut d = vec![flags];
             for r in rs {
                 let m = r.encode();
                 d.extend_from_slice(&(m.len() as u16).to_le_bytes());

@@ -60,6 +60,7 @@ pub fn clean_env(c: &mut Command) {
         "VDESTACK_LIB",
         "VDESTACK_CTL",
         "VDESTACK_STACK",
+        "VDESTACK_KEY",
         "VDESTACK_NET",
         "VDESTACK_IFNAME",
         "VDESTACK_CMD",
@@ -202,6 +203,11 @@ impl Proc {
     /// Closes the program's stdin (EOF).
     pub fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
+    }
+
+    /// The process id of the program (the leader of its group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the program wrote to stdout so far.

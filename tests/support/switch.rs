@@ -142,7 +142,9 @@ impl Switch {
     fn wait_ready(&mut self) {
         let ctl = self.dir.join("ctl");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ctl.exists() {
+        // The socket file appears at bind, before listen: ready once the kernel lists it as
+        // listening (a probing connect would leave a connection the switch counts).
+        while !listening(&ctl) {
             if let Some(status) = self.child.try_wait().expect("wait for the switch") {
                 panic!(
                     "{} at {} exited before it was ready: {status}",
@@ -152,7 +154,7 @@ impl Switch {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} at {}: no control socket after 10 s",
+                "{} at {}: control socket not accepting after 10 s",
                 self.kind.program(),
                 self.dir.display()
             );
@@ -187,4 +189,20 @@ impl Drop for Switch {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether an AF_UNIX socket bound at `path` listens (/proc/net/unix flag __SO_ACCEPTCON).
+fn listening(path: &std::path::Path) -> bool {
+    // Abstract names (the engine's carry binary ids) are not UTF-8.
+    let Ok(table) = std::fs::read("/proc/net/unix") else {
+        return false;
+    };
+    let table = String::from_utf8_lossy(&table);
+    let path = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|v| v & 0x10000 != 0)
+    })
 }

@@ -1,8 +1,9 @@
 //! `vdestack run`: a program in a private stack.
 //!
 //! This process creates the stack (its engine thread serves it) and starts the program with
-//! libvdestack.so preloaded and the stack's name in the environment; the library makes that
-//! stack the default for every process of the program's tree.
+//! libvdestack.so preloaded and the stack's name and its engine's key in the environment;
+//! the library makes that stack the default for every process of the program's tree, which
+//! keeps it across exec and a change of uid.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,6 +50,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             bail!("configuration {c:?} failed with status {}", e.status);
         }
     }
+    let key = stack.ctl().key().context("the engine has no key")?;
     let preload = match std::env::var("LD_PRELOAD") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", lib.display()),
         _ => lib.display().to_string(),
@@ -64,6 +66,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             String::from_utf8_lossy(stack.ctl().name()).as_ref(),
         )
         .env("VDESTACK_STACK", stack.id().to_string())
+        .env(
+            vdestack::control::key::ENV_KEY,
+            vdestack::control::key::to_hex(&key),
+        )
         .env_remove("VDESTACK_NET")
         .status()
         .with_context(|| format!("starting {}", a.program[0]))?;

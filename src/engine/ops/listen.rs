@@ -197,16 +197,15 @@ pub(super) fn adopt(
     };
     let peer = NetStack::as_seen(domain, SocketAddr::from(remote));
     let local = NetStack::as_seen(domain, SocketAddr::from(local));
-    let nid = st.new_sock_id();
-    let registered = ctx.pair(nid, libc::SOCK_STREAM).and_then(|(mine, theirs)| {
+    let registered = new_pair(st, ctx, libc::SOCK_STREAM).and_then(|(nid, (mine, theirs, app))| {
         let token = ctx.register_sock(st.id, nid, mine.as_raw_fd())?;
-        Ok((mine, theirs, token))
+        Ok((nid, mine, theirs, app, token))
     });
-    let Ok((mine, theirs, token)) = registered else {
+    let Ok((nid, mine, theirs, app, token)) = registered else {
         st.sets[set].get_mut::<tcp::Socket>(handle).abort();
         return None;
     };
-    let mut ns = Sock::new(nid, mine, token, domain, true, libc::IPPROTO_TCP);
+    let mut ns = Sock::new(nid, (mine, app), token, domain, true, libc::IPPROTO_TCP);
     ns.opts = opts;
     ns.local = Some(local);
     ns.peer = Some(peer);

@@ -104,6 +104,31 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
     }
 }
 
+/// A new socket id and its pair (see [`Ctx::pair`]). Anyone may bind an abstract name, and
+/// the next ids are easy to guess: when another process holds the next one's name, the id
+/// is drawn at random instead (getrandom: not to be guessed in turn).
+fn new_pair(
+    st: &mut NetStack,
+    ctx: &mut Ctx,
+    ty: i32,
+) -> std::io::Result<(u64, (OwnedFd, OwnedFd, super::sock::FileId))> {
+    let mut id = st.new_sock_id();
+    for _ in 0..8 {
+        match ctx.pair(id, ty) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                let r = crate::control::key::generate()?;
+                let low = u32::from_le_bytes([r[0], r[1], r[2], r[3]]).max(1);
+                id = (st.id as u64) << 32 | low as u64;
+                if st.socks.contains_key(&id) {
+                    continue;
+                }
+            }
+            r => return r.map(|p| (id, p)),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EADDRINUSE))
+}
+
 fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i32) -> Answer {
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return err(libc::EAFNOSUPPORT);
@@ -115,13 +140,12 @@ fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i3
         (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => return err(libc::EPROTONOSUPPORT),
         _ => return err(libc::ESOCKTNOSUPPORT),
     };
-    let id = st.new_sock_id();
     let pair_ty = if stream {
         libc::SOCK_STREAM
     } else {
         libc::SOCK_DGRAM
     };
-    let (mine, theirs) = match ctx.pair(id, pair_ty) {
+    let (id, (mine, theirs, app)) = match new_pair(st, ctx, pair_ty) {
         Ok(p) => p,
         Err(e) => return err(e.raw_os_error().unwrap_or(libc::ENOMEM)),
     };
@@ -135,6 +159,6 @@ fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i3
         libc::IPPROTO_UDP
     };
     st.socks
-        .insert(id, Sock::new(id, mine, token, domain, stream, proto));
+        .insert(id, Sock::new(id, (mine, app), token, domain, stream, proto));
     Some((Reply::Ok, Some(theirs)))
 }
