@@ -37,6 +37,8 @@ pub mod socket;
 mod stack;
 #[doc(hidden)]
 pub mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use config::CmdError;
 #[doc(hidden)]

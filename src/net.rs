@@ -192,13 +192,30 @@ impl TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::read(self.fd.as_raw_fd(), buf)
+        let fd = self.fd.as_raw_fd();
+        match sys::read(fd, buf) {
+            Ok(0) if !buf.is_empty() => socket::stream_eof(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                socket::reset_reported(fd);
+                Err(e)
+            }
+            r => r,
+        }
     }
 }
 
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send_vec(self.fd.as_raw_fd(), &[buf], 0)
+        let fd = self.fd.as_raw_fd();
+        // No SIGPIPE, as std's TcpStream.
+        sys::send_vec(fd, &[buf], libc::MSG_NOSIGNAL).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPIPE) => socket::broken_pipe(fd, libc::MSG_NOSIGNAL),
+            Some(libc::ECONNRESET) => {
+                socket::reset_reported(fd);
+                e
+            }
+            _ => e,
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -196,8 +196,16 @@ pub fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
 
 /// getsockopt(2) of an integer option.
 pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
-    if (level, name) == (libc::SOL_SOCKET, libc::SO_ERROR) && no_error_pending(fd) {
-        return Ok(0);
+    if (level, name) == (libc::SOL_SOCKET, libc::SO_ERROR) {
+        if no_error_pending(fd) {
+            return Ok(0);
+        }
+        // A reset the kernel holds for the pair (see engine::ops::pump::reset_pair).
+        let kernel = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
+        if kernel != 0 {
+            reset_reported(fd);
+            return Ok(kernel);
+        }
     }
     match call(fd, |sock| Request::GetOpt { sock, level, name })? {
         Reply::Int(v) => Ok(v as i32),
@@ -215,6 +223,58 @@ pub fn get_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
 fn no_error_pending(fd: RawFd) -> bool {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() == Some(libc::SOCK_STREAM)
         && sys::poll_one(fd, libc::POLLRDHUP, 0).is_ok_and(|r| r == 0)
+}
+
+/// The error a reset left for the next call on a TCP stack fd, taken (once, as Linux's
+/// sock_error). The kernel holds one if the engine closed its end while it held bytes the
+/// application wrote; the engine holds it always (the kernel's may have gone to a blocked
+/// writer that returned what it had sent, where Linux keeps it for the next call).
+fn reset_error(fd: RawFd) -> Option<i32> {
+    let kernel = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR).ok()?;
+    let engine = take_engine_error(fd);
+    Some(if kernel != 0 { kernel } else { engine }).filter(|&e| e != 0)
+}
+
+/// Takes the engine's SO_ERROR of a stack fd (0 if none or unknown).
+fn take_engine_error(fd: RawFd) -> i32 {
+    match call(fd, |sock| Request::GetOpt {
+        sock,
+        level: libc::SOL_SOCKET,
+        name: libc::SO_ERROR,
+    }) {
+        Ok(Reply::Int(e)) => e as i32,
+        _ => 0,
+    }
+}
+
+/// A call on a TCP stack fd got ECONNRESET from the kernel (see `reset_error`): the
+/// engine's copy of that error goes, as Linux reports it once.
+pub fn reset_reported(fd: RawFd) {
+    take_engine_error(fd);
+}
+
+/// The error for a send on a TCP stack fd that the pair refused with EPIPE, as Linux gives
+/// it: after a reset, ECONNRESET once (the pair, shut, says EPIPE at once), then EPIPE, with
+/// SIGPIPE for EPIPE unless `flags` has MSG_NOSIGNAL. The send itself must have been made
+/// with MSG_NOSIGNAL.
+pub fn broken_pipe(fd: RawFd, flags: i32) -> io::Error {
+    let e = reset_error(fd).unwrap_or(libc::EPIPE);
+    if e == libc::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raise(3) with a valid signal number; the kernel would have sent it so.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    sys::errno_err(e)
+}
+
+/// What a read that returned 0 on a TCP stack fd means, as Linux gives it: EOF, or after a
+/// reset ECONNRESET once (the engine closed its end of the pair: POLLHUP), then EOF.
+pub fn stream_eof(fd: RawFd) -> io::Result<usize> {
+    if sys::hung_up(fd) {
+        if let Some(e) = reset_error(fd) {
+            return Err(sys::errno_err(e));
+        }
+    }
+    Ok(0)
 }
 
 /// Sends one datagram; `to` None sends to the connected peer. Blocks as the fd says, or not
@@ -242,6 +302,9 @@ pub fn send_to(fd: RawFd, buf: &[u8], to: Option<SocketAddr>, flags: i32) -> io:
 pub fn recv_from(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<(usize, Option<SocketAddr>)> {
     let mut hdr = [0u8; udp::HEADER];
     let n = sys::recv_vec(fd, &mut [&mut hdr[..], buf], flags)?;
+    if n == 0 {
+        return udp_end(fd);
+    }
     if n >= udp::HEADER && hdr[..4] == udp::MAGIC {
         return Ok((n - udp::HEADER, udp::parse_header(&hdr)));
     }
@@ -254,4 +317,21 @@ pub fn recv_from(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<(usize, Op
     let h = head.min(len);
     buf[..h].copy_from_slice(&hdr[..h]);
     Ok((len, None))
+}
+
+/// An empty datagram without a header on a UDP stack fd: the engine's last word on a deleted
+/// stack (a datagram pair passes on no shutdown), or the socket was shut for reading. It is
+/// shut for reading here, so that every later call (another thread's blocked one too)
+/// returns at once; a deleted stack says ENETDOWN.
+fn udp_end(fd: RawFd) -> io::Result<(usize, Option<SocketAddr>)> {
+    let _ = sys::shutdown(fd, libc::SHUT_RD);
+    let alive = call(fd, |sock| Request::GetOpt {
+        sock,
+        level: libc::SOL_SOCKET,
+        name: libc::SO_TYPE,
+    });
+    match alive {
+        Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => Err(e),
+        _ => Ok((0, None)),
+    }
 }

@@ -2,6 +2,9 @@
 //! `socket`, `connect`, `sendmsg`..., because the C library of this crate interposes those
 //! symbols: the engine's own plumbing must not recurse into them.
 
+mod diag;
+pub use diag::unix_peer_gone;
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

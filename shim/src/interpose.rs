@@ -527,7 +527,15 @@ pub unsafe extern "C" fn setsockopt(
     }
     if !ours(fd) || pair_option(level, name) {
         // SAFETY: libc's setsockopt with the caller's arguments.
-        return unsafe { (real().setsockopt)(fd, level, name, val, len) };
+        let r = unsafe { (real().setsockopt)(fd, level, name, val, len) };
+        if r == 0 && (level, name) == (libc::SOL_SOCKET, libc::SO_LINGER) && ours(fd) {
+            // SAFETY: the kernel accepted val as a struct linger.
+            let l = unsafe { ptr::read_unaligned(val as *const libc::linger) };
+            // The engine must know of an abortive close ({on, 0}): it sends the RST.
+            let abort = (l.l_onoff != 0 && l.l_linger == 0) as c_int;
+            return int_call(|| vs::set_opt(fd, level, name, abort).map(|_| 0));
+        }
+        return r;
     }
     int_call(|| {
         if val.is_null() {
@@ -586,9 +594,9 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     match kind(fd) {
         Kind::StackDgram => {}
-        Kind::StackStream if !addr.is_null() => {
+        Kind::StackStream => {
             // SAFETY: libc's send on the stream pair, without the address TCP would ignore.
-            return unsafe { (real().send)(fd, buf, n, flags) };
+            return stream_send(fd, flags, |f| unsafe { (real().send)(fd, buf, n, f) });
         }
         _ => {
             // SAFETY: libc's sendto with the caller's arguments.
@@ -612,6 +620,44 @@ pub unsafe extern "C" fn sendto(
         };
         vs::send_to(fd, data, to, flags)
     })
+}
+
+/// A send on a TCP stack fd: the pair's EPIPE after a reset becomes what Linux says (see
+/// `vdestack::socket::broken_pipe`), so the pair is never let raise SIGPIPE itself.
+fn stream_send(fd: c_int, flags: c_int, send: impl FnOnce(c_int) -> ssize_t) -> ssize_t {
+    let r = send(flags | libc::MSG_NOSIGNAL);
+    if r < 0 {
+        stream_error(fd, flags);
+    }
+    r
+}
+
+/// After a failed call on a TCP stack fd: EPIPE after a reset becomes what Linux says, and
+/// an ECONNRESET the kernel reported is forgotten by the engine (see
+/// `vdestack::socket::reset_error`).
+fn stream_error(fd: c_int, flags: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let e = unsafe { *libc::__errno_location() };
+    guard((), || match e {
+        libc::EPIPE => set_errno(crate::errno_of(&vs::broken_pipe(fd, flags))),
+        libc::ECONNRESET => {
+            vs::reset_reported(fd);
+            set_errno(e);
+        }
+        _ => {}
+    });
+}
+
+/// A read on a TCP stack fd: a 0 is EOF, or after a reset what Linux says (see
+/// `vdestack::socket::stream_eof`).
+fn stream_eof(fd: c_int, r: ssize_t, n: size_t) -> ssize_t {
+    if r < 0 {
+        stream_error(fd, libc::MSG_NOSIGNAL);
+    }
+    if r != 0 || n == 0 {
+        return r;
+    }
+    size_call(|| vs::stream_eof(fd))
 }
 
 /// Gathers a message's iovecs into one buffer.
@@ -653,7 +699,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         bare.msg_name = ptr::null_mut();
         bare.msg_namelen = 0;
         // SAFETY: the caller's message without its address, which TCP ignores.
-        return unsafe { (real().sendmsg)(fd, &bare, flags) };
+        return stream_send(fd, flags, |f| unsafe { (real().sendmsg)(fd, &bare, f) });
     }
     size_call(|| {
         // SAFETY: the caller's message.
@@ -674,9 +720,16 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if kind(fd) != Kind::StackDgram {
-        // SAFETY: libc's recv with the caller's arguments.
-        return unsafe { (real().recv)(fd, buf, n, flags) };
+    match kind(fd) {
+        Kind::StackDgram => {}
+        Kind::StackStream => {
+            // SAFETY: libc's recv with the caller's arguments.
+            return stream_eof(fd, unsafe { (real().recv)(fd, buf, n, flags) }, n);
+        }
+        _ => {
+            // SAFETY: libc's recv with the caller's arguments.
+            return unsafe { (real().recv)(fd, buf, n, flags) };
+        }
     }
     // SAFETY: the caller's arguments.
     unsafe { recv_dgram(fd, buf, n, flags, ptr::null_mut(), ptr::null_mut()) }
@@ -703,7 +756,7 @@ pub unsafe extern "C" fn recvfrom(
     if k == Kind::StackStream {
         // TCP gives no address: the length says so.
         // SAFETY: libc's recv on the pair; len is the caller's, checked non-null.
-        let r = unsafe { (real().recv)(fd, buf, n, flags) };
+        let r = stream_eof(fd, unsafe { (real().recv)(fd, buf, n, flags) }, n);
         if r >= 0 && !len.is_null() {
             // SAFETY: len is the caller's.
             unsafe { *len = 0 };
@@ -776,6 +829,15 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         m.msg_namelen = 0;
         // SAFETY: the caller's message; TCP reports no address.
         let r = unsafe { (real().recvmsg)(fd, m, flags) };
+        let r = if r == 0 {
+            let room: usize = (0..m.msg_iovlen)
+                // SAFETY: msg_iov has msg_iovlen entries.
+                .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
+                .sum();
+            stream_eof(fd, r, room)
+        } else {
+            r
+        };
         m.msg_name = name;
         m.msg_namelen = if r >= 0 { 0 } else { namelen };
         if r >= 0 {

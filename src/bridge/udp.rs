@@ -17,7 +17,8 @@ use crate::sys;
 pub const HEADER: usize = 24;
 /// The header's first bytes. A datagram that starts with them always carries a header: on a
 /// connected socket, a payload that happens to start with them gets one too, so the reader
-/// never mistakes payload for header.
+/// never mistakes payload for header. So does an empty payload: an empty datagram without
+/// a header is the engine's last word on a deleted stack.
 pub const MAGIC: [u8; 4] = *b"\xd7VDS";
 
 /// Header flag (byte 5): the datagram is one the application had received before it
@@ -109,7 +110,8 @@ pub fn pump(
                 {
                     Ok(0) // connected sockets only hear their peer
                 }
-                Some(_) if !data.starts_with(&MAGIC) => sys::send(fd, data),
+                // An empty datagram gets a header too: a bare one is the end (a deleted stack).
+                Some(_) if !data.is_empty() && !data.starts_with(&MAGIC) => sys::send(fd, data),
                 _ => {
                     let mut d = Vec::with_capacity(HEADER + data.len());
                     d.extend_from_slice(&header(&from));
@@ -161,7 +163,7 @@ pub fn pump(
             // Back to the application as a connected socket hears it (lost if the pair is
             // full, as UDP may).
             let payload = &d[HEADER..];
-            let _ = if payload.starts_with(&MAGIC) {
+            let _ = if payload.is_empty() || payload.starts_with(&MAGIC) {
                 sys::send(fd, d)
             } else {
                 sys::send(fd, payload)

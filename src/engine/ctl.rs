@@ -294,17 +294,17 @@ impl Engine {
         let (Some(id), Some(fd)) = (super::ops::sock_of(req), fd) else {
             return false;
         };
-        let Some(s) = self
-            .stacks
-            .get(&stack::stack_of_sock(id))
-            .and_then(|st| st.socks.get(&id))
-        else {
+        let Some(st) = self.stacks.get(&stack::stack_of_sock(id)) else {
+            return false;
+        };
+        // A reset socket too (engine/ending.rs): it answers its application until it closes.
+        let Some(app) = st.socks.get(&id).map(|s| s.app).or(st.endings.app(id)) else {
             return false;
         };
         // A socket first: fstat of a file can wait on its filesystem (FUSE); getsockopt on
         // something that is not a socket fails at once.
         let unix = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN);
-        unix.ok() == Some(libc::AF_UNIX) && sys::file_id(fd.as_raw_fd()).ok() == Some(s.app)
+        unix.ok() == Some(libc::AF_UNIX) && sys::file_id(fd.as_raw_fd()).ok() == Some(app)
     }
 
     /// Closes a connection the engine gives up on (garbage, a surplus outsider). Its queue

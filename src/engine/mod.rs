@@ -8,6 +8,7 @@
 mod conf;
 mod ctl;
 pub mod device;
+pub mod ending;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod neighbor;
@@ -323,7 +324,7 @@ impl Engine {
                     .get_mut(&stack)
                     .and_then(|st| st.socks.get_mut(&sock))
                 {
-                    s.app_closed |= ready.hup;
+                    s.app_closed |= ready.hup && s.hup_is_close();
                     s.pair.rd |= ready.rd;
                     s.pair.wr |= ready.wr;
                 }
@@ -450,7 +451,12 @@ impl Engine {
                 .registry()
                 .deregister(&mut SourceFd(&s.fd.as_raw_fd()));
             // Shut our end so the application reads EOF and its writes fail, like a dead
-            // network interface under a kernel socket.
+            // network interface under a kernel socket. A datagram pair passes no shutdown
+            // to the other end: an empty datagram wakes its reader, and the library reads
+            // it as the end (see socket::recv_from).
+            if !s.stream {
+                let _ = sys::send(s.fd.as_raw_fd(), &[]);
+            }
             let _ = sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_RDWR);
         }
         let done: Vec<Done> = st

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::wire::IpListenEndpoint;
@@ -26,6 +26,11 @@ pub struct Opts {
     pub sndbuf: usize,
     pub v6only: bool,
     pub syncnt: u32,
+    /// TCP_LINGER2 as set (see `engine::ending`).
+    pub linger2: i32,
+    /// SO_LINGER is {on, 0}: close aborts the connection (the C library passes it on; the
+    /// option itself is the pair's).
+    pub linger_abort: bool,
     /// Options we do not interpret, answered back as set.
     pub other: HashMap<(i32, i32), i32>,
 }
@@ -40,6 +45,8 @@ impl Default for Opts {
             sndbuf: TCP_BUF,
             v6only: false,
             syncnt: 6,
+            linger2: 0,
+            linger_abort: false,
             other: HashMap::new(),
         }
     }
@@ -137,6 +144,8 @@ pub struct Sock {
     pub waiters: Vec<usize>,
     /// shutdown(SHUT_RD) was called: discard what arrives.
     pub shut_rd: bool,
+    /// The application asked to shut its end for writing (see [`Sock::hup_is_close`]).
+    pub app_shut_wr: bool,
     /// Readiness of the engine's end of the pair, as the last syscall or epoll event left it.
     pub pair: PairReady,
     /// Where the socket is in its life.
@@ -175,6 +184,7 @@ impl Sock {
             pair_shut: false,
             waiters: Vec::new(),
             shut_rd: false,
+            app_shut_wr: false,
             pair: PairReady::default(),
             state: if stream {
                 SockState::Fresh
@@ -182,5 +192,14 @@ impl Sock {
                 SockState::Udp(Udp::default())
             },
         }
+    }
+}
+
+impl Sock {
+    /// Whether a hang-up on our end of the pair means the application closed its last fd.
+    /// It does, unless the application shut its end for writing (through the library, which
+    /// tells us first): both ends shut look like a hang-up too, and then the kernel is asked.
+    pub fn hup_is_close(&self) -> bool {
+        !self.app_shut_wr || crate::sys::unix_peer_gone(self.fd.as_raw_fd()).unwrap_or(true)
     }
 }

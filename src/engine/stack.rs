@@ -107,6 +107,8 @@ pub struct NetStack {
     pub link_wr: bool,
     /// Sockets with a connection attempt under way (their deadline needs watching).
     pub connecting: std::collections::BTreeSet<u64>,
+    /// RSTs to send, orphans in FIN-WAIT-2, reset sockets (see `engine::ending`).
+    pub endings: super::ending::Endings,
     rng: u64,
     next_sock: u32,
 }
@@ -196,6 +198,7 @@ impl NetStack {
             next_sock: 0,
             dirty: Vec::new(),
             connecting: Default::default(),
+            endings: Default::default(),
             link_token: None,
             link_rd: true,
             link_wr: false,
@@ -457,7 +460,9 @@ impl NetStack {
         let socks = &mut self.socks;
         let dirty = &mut self.dirty;
         list.retain(|o| match socks.get_mut(&o.sock) {
-            Some(s) if s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd()) => {
+            Some(s)
+                if s.app_closed || crate::sys::hung_up(s.fd.as_raw_fd()) && s.hup_is_close() =>
+            {
                 s.app_closed = true;
                 dirty.push(o.sock);
                 false

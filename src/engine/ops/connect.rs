@@ -124,14 +124,14 @@ pub(super) fn connect(
         s.domain,
         SocketAddr::new(dst, addr.port()),
     ));
-    s.state = SockState::Connecting(Conn {
+    let mut c = Conn::new(
         set,
         handle,
-        app_eof: false,
-        eof_sent: false,
-        deadline: Some(ctx.now + syn_timeout(s.opts.syncnt)),
-        pad: if wait { 0 } else { pad },
-    });
+        Some(ctx.now + syn_timeout(s.opts.syncnt)),
+        s.opts.linger2,
+    );
+    c.pad = if wait { 0 } else { pad };
+    s.state = SockState::Connecting(c);
     s.so_error = 0;
     if wait {
         s.nonblocking_connect = false;

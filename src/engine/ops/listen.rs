@@ -191,6 +191,7 @@ pub(super) fn adopt(
     let domain = s.domain;
     let opts = s.opts.clone();
     let sock = st.sets[set].get::<tcp::Socket>(handle);
+    let state = sock.state();
     let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) else {
         st.sets[set].remove(handle);
         return None;
@@ -202,21 +203,16 @@ pub(super) fn adopt(
         Ok((nid, mine, theirs, app, token))
     });
     let Ok((nid, mine, theirs, app, token)) = registered else {
-        st.sets[set].get_mut::<tcp::Socket>(handle).abort();
+        st.endings.abort(&mut st.sets, set, handle, ctx.now);
         return None;
     };
     let mut ns = Sock::new(nid, (mine, app), token, domain, true, libc::IPPROTO_TCP);
+    let mut c = Conn::new(set, handle, None, opts.linger2);
+    c.last = state;
     ns.opts = opts;
     ns.local = Some(local);
     ns.peer = Some(peer);
-    ns.state = SockState::Connected(Conn {
-        set,
-        handle,
-        app_eof: false,
-        eof_sent: false,
-        deadline: None,
-        pad: 0,
-    });
+    ns.state = SockState::Connected(c);
     st.sets[set].set_owner(handle, nid);
     st.socks.insert(nid, ns);
     st.dirty.push(nid); // data may have come with the handshake

@@ -62,7 +62,13 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
         req => {
             let id = sock_of(&req)?;
             if !st.socks.contains_key(&id) {
-                return err(libc::EBADF);
+                // A reset socket still answers its application (until it closes its fd).
+                return Some((
+                    st.endings
+                        .answer(id, &req)
+                        .unwrap_or(Reply::Err(libc::EBADF)),
+                    None,
+                ));
             }
             match req {
                 Request::Bind { sock, addr } => {
@@ -83,8 +89,11 @@ pub fn handle(st: &mut NetStack, ctx: &mut Ctx, conn: usize, req: Request) -> An
                     ok(Reply::Ok)
                 }
                 Request::Name { sock, peer } => name(st, sock, peer),
-                Request::Shutdown { sock, .. } => {
-                    let s = &st.socks[&sock];
+                Request::Shutdown { sock, how } => {
+                    let s = st.socks.get_mut(&sock).expect("checked");
+                    // Before the application's shutdown(2): a hang-up may follow that is no
+                    // close.
+                    s.app_shut_wr |= how == libc::SHUT_WR || how == libc::SHUT_RDWR;
                     match &s.state {
                         SockState::Connected(_) | SockState::Done => ok(Reply::Ok),
                         SockState::Udp(u) if u.peer.is_some() => ok(Reply::Ok),

@@ -8,6 +8,7 @@ use smoltcp::time::Duration;
 
 use super::*;
 use crate::control::proto::Reply;
+use crate::engine::ending;
 use crate::engine::sock::SockState;
 use crate::engine::stack::NetStack;
 
@@ -59,6 +60,7 @@ pub(super) fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
             s.opts.sndbuf = (value.max(2048) as usize).min(16 << 20)
         }
+        (libc::SOL_SOCKET, libc::SO_LINGER) => s.opts.linger_abort = on,
         (
             libc::SOL_SOCKET,
             libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ERROR,
@@ -73,6 +75,12 @@ pub(super) fn setopt(st: &mut NetStack, id: u64, level: i32, name: i32, value: i
                 return err(libc::EINVAL);
             }
             s.opts.syncnt = value as u32;
+        }
+        (libc::IPPROTO_TCP, libc::TCP_LINGER2) => {
+            s.opts.linger2 = ending::linger2_value(value);
+            if let SockState::Connected(c) | SockState::Connecting(c) = &mut s.state {
+                c.linger2 = s.opts.linger2;
+            }
         }
         (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => {
             if s.domain != libc::AF_INET6 {
@@ -115,6 +123,7 @@ pub(super) fn getopt(st: &mut NetStack, id: u64, level: i32, name: i32) -> Answe
         (libc::IPPROTO_TCP, _) if !s.stream => return err(libc::ENOPROTOOPT),
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.opts.nodelay as i64,
         (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => s.opts.syncnt as i64,
+        (libc::IPPROTO_TCP, libc::TCP_LINGER2) => ending::linger2_shown(s.opts.linger2) as i64,
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => (st.mtu - 40) as i64,
         // The state part of struct tcp_info (the C library builds the struct around it).
         (libc::IPPROTO_TCP, libc::TCP_INFO) => linux_tcp_state(&st.sets, &s.state),

@@ -11,10 +11,10 @@ use super::*;
 use crate::bridge::tcp::{discard, Conn, Outcome};
 use crate::bridge::{udp, Done, LINK, LO};
 use crate::control::proto::Reply;
-use crate::engine::sock::SockState;
+use crate::engine::ending::Ended;
+use crate::engine::sock::{Sock, SockState};
 use crate::engine::stack::NetStack;
 use crate::engine::Ctx;
-use crate::sys;
 
 /// One pass over every socket of the stack: bytes both ways, handshakes, listeners, ends.
 /// Returns whether anything moved.
@@ -28,9 +28,11 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
     let mut unbound_senders = Vec::new();
     let mut strays = Vec::new();
     let mut deliveries = Vec::new();
+    let mut ended = Vec::new();
     let now = ctx.now;
+    st.endings.sweep(&mut st.sets, now);
     let routes = RouteView::of(st);
-    for id in pump_list(st) {
+    for id in pump_list(st, now) {
         let Some(s) = st.socks.get_mut(&id) else {
             continue;
         };
@@ -84,22 +86,29 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                 }
             }
             SockState::Connected(c) => {
-                match c.pump(
-                    fd,
-                    &mut s.pair,
-                    &mut st.sets,
-                    now,
-                    false,
-                    &mut s.app_closed,
-                    &mut moved,
-                ) {
+                let outcome = if s.app_closed && !c.orphan && s.opts.linger_abort {
+                    Outcome::Abort // SO_LINGER {on, 0}: an abortive close, as Linux's
+                } else {
+                    c.pump(
+                        fd,
+                        &mut s.pair,
+                        &mut st.sets,
+                        now,
+                        false,
+                        &mut s.app_closed,
+                        &mut moved,
+                    )
+                };
+                match outcome {
                     Outcome::Failed(e) => {
+                        let t = st.sets[c.set].get::<tcp::Socket>(c.handle);
+                        let local = t
+                            .local_endpoint()
+                            .map(|ep| NetStack::as_seen(s.domain, std::net::SocketAddr::from(ep)));
                         st.sets[c.set].remove(c.handle);
-                        s.so_error = e;
-                        s.state = SockState::Done;
-                        // A reset that found the pair full left bytes behind (dropped, as
-                        // Linux drops them): the application still gets its EOF.
-                        let _ = sys::shutdown(fd, libc::SHUT_WR);
+                        let mss = st.mtu as i32 - 40;
+                        ended.push((s.id, reset_pair(s, e, local, mss)));
+                        gone.push(s.id);
                         moved = true;
                     }
                     Outcome::Finished => {
@@ -107,7 +116,18 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                         s.state = SockState::Done;
                         moved = true;
                     }
-                    _ => {}
+                    Outcome::Abort => {
+                        st.endings.abort(&mut st.sets, c.set, c.handle, now);
+                        gone.push(s.id);
+                        moved = true;
+                    }
+                    Outcome::Expired => {
+                        st.sets[c.set].remove(c.handle);
+                        gone.push(s.id);
+                        moved = true;
+                    }
+                    Outcome::Linger(at) => st.endings.fin_timer(at, s.id),
+                    Outcome::Open | Outcome::Established => {}
                 }
             }
             SockState::Listening(l) => {
@@ -127,9 +147,9 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     strays.truncate(before);
                     // Closing the application ends of those never taken ends them too.
                     l.undelivered.clear();
+                    // Those never accepted get an RST, as Linux's inet_csk_listen_stop.
                     for (set, h) in l.listening.drain(..).chain(l.ready.drain(..)) {
-                        st.sets[set].get_mut::<tcp::Socket>(h).abort();
-                        st.sets[set].remove(h);
+                        st.endings.abort(&mut st.sets, set, h, now);
                     }
                     for set in [LINK, LO] {
                         if l.sets[set] {
@@ -198,6 +218,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         moved |= deliver(st, ctx, id);
     }
     for id in gone {
+        // A reset socket's pair end closes here (see reset_pair).
         if let Some(s) = st.socks.remove(&id) {
             ctx.deregister(s.token, s.fd.as_raw_fd());
             for c in s.waiters {
@@ -207,7 +228,34 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
         }
         moved = true;
     }
+    for (id, e) in ended {
+        st.endings.end(id, e);
+    }
     moved
+}
+
+/// A connection reset: the engine's end of the pair is about to close (its socket goes), so
+/// that the application's calls fail at once as on a reset kernel socket: a writer blocked
+/// on a full pair returns, later writes fail with EPIPE, reads give what came before the
+/// reset, then an error or EOF. Closing it while it holds bytes the application wrote
+/// makes the kernel report ECONNRESET to the application's next call, as Linux does after
+/// an RST. The engine keeps the error too, for SO_ERROR and for the library to report it
+/// where the kernel cannot (see `socket::reset_error`); the library clears the engine's
+/// copy when the kernel reported it.
+fn reset_pair(s: &mut Sock, e: i32, local: Option<std::net::SocketAddr>, mss: i32) -> Ended {
+    let fd = s.fd.as_raw_fd();
+    if e != libc::ECONNRESET {
+        // EPIPE (a reset after the peer's FIN): the kernel must not say ECONNRESET.
+        discard(fd, usize::MAX);
+    }
+    Ended {
+        domain: s.domain,
+        local: local.or(s.local),
+        so_error: e,
+        opts: s.opts.clone(),
+        mss,
+        app: s.app,
+    }
 }
 
 /// What the UDP bridge needs to route, copied out so the sockets can be borrowed mutably.
@@ -271,8 +319,9 @@ pub(super) fn pending(st: &NetStack) -> usize {
 }
 
 /// The sockets the next pump visits (see [`pump_all`]).
-pub(super) fn pump_list(st: &mut NetStack) -> Vec<u64> {
+pub(super) fn pump_list(st: &mut NetStack, now: Instant) -> Vec<u64> {
     let mut ids = std::mem::take(&mut st.dirty);
+    ids.extend(st.endings.due(now));
     let mut sweep = false;
     for set in [LINK, LO] {
         for (_, owner) in st.sets[set].take_touched() {
@@ -295,9 +344,10 @@ pub(super) fn pump_list(st: &mut NetStack) -> Vec<u64> {
 /// The owner tag of smoltcp sockets that belong to the stack itself (DHCP).
 pub const NOT_A_SOCK: u64 = u64::MAX;
 
-/// The earliest connection-attempt deadline of the stack.
+/// The earliest deadline of the stack's own: connection attempts, DHCP, endings.
 pub fn next_deadline(st: &NetStack) -> Option<Instant> {
-    let mut at: Option<Instant> = st.dhcp_waiters.iter().map(|w| w.deadline).min();
+    let dhcp = st.dhcp_waiters.iter().map(|w| w.deadline).min();
+    let mut at: Option<Instant> = dhcp.into_iter().chain(st.endings.next_at()).min();
     for s in st.connecting.iter().filter_map(|id| st.socks.get(id)) {
         if let SockState::Connecting(Conn {
             deadline: Some(d), ..

@@ -476,6 +476,8 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
+    /// vdestack: the connection ended with the peer's RST (cleared by `reset`).
+    rst_received: bool,
     tx_buffer: SocketBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
@@ -599,6 +601,7 @@ impl<'a> Socket<'a> {
             tx_buffer,
             rx_buffer,
             rx_fin_received: false,
+            rst_received: false,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -761,6 +764,13 @@ impl<'a> Socket<'a> {
     #[cfg(feature = "socket-tcp-pause-synack")]
     pub fn pause_synack(&mut self, pause: bool) {
         self.synack_paused = pause;
+    }
+
+    /// vdestack: whether the connection ended because the peer reset it. A socket in
+    /// `Closed` looks the same after the ACK of its last FIN as after an RST; a user that
+    /// reports errors as Linux does (ECONNRESET, EPIPE) must tell them apart.
+    pub fn rst_received(&self) -> bool {
+        self.rst_received
     }
 
     /// vdestack: whether SYN|ACK packets are paused.
@@ -942,6 +952,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.clear();
         self.rx_buffer.clear();
         self.rx_fin_received = false;
+        self.rst_received = false;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1929,6 +1940,7 @@ impl<'a> Socket<'a> {
                 tcp_trace!("received RST");
                 self.set_state(State::Closed);
                 self.tuple = None;
+                self.rst_received = true;
                 return None;
             }
 
@@ -5467,6 +5479,45 @@ mod test {
             }
         );
         assert_eq!(s.state, State::Closed);
+    }
+
+    /// vdestack: an RST is told apart from a clean close.
+    #[test]
+    fn test_rst_received() {
+        let mut s = socket_established();
+        assert!(!s.rst_received());
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Rst,
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::Closed);
+        assert!(s.rst_received());
+        // The ACK of our last FIN closes it too, cleanly.
+        let mut s = socket_last_ack();
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 1),
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 1),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::Closed);
+        assert!(!s.rst_received());
     }
 
     #[test]
