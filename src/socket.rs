@@ -70,11 +70,22 @@ pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
     if !is_listener(fd) {
         return Err(sys::errno_err(libc::EINVAL));
     }
+    // At the fd limit, the kernel would drop the connection's fd from the record (and the
+    // connection with it): fail first, with the connection still queued, as Linux does.
+    // (Another thread can take the last fd in between: then recv_msg says EMFILE, and that
+    // connection is lost.)
+    sys::fd_free()?;
     let mut rec = [0u8; ACCEPT_RECORD];
     let (n, conn) = sys::recv_msg(fd, &mut rec)?;
     let Some(conn) = conn else {
-        // EOF: the stack is gone; anything else is not a listener of ours.
-        return Err(sys::errno_err(libc::EINVAL));
+        return Err(sys::errno_err(match n {
+            // EOF: the stack is gone.
+            0 => libc::EINVAL,
+            // A record with no fd: the engine had none for the connection.
+            ACCEPT_RECORD => libc::EMFILE,
+            // Anything else is not a listener of ours.
+            _ => libc::EINVAL,
+        }));
     };
     let peer = accepted_peer(&rec[..n])?;
     apply_flags(&conn, flags)?;

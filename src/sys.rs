@@ -234,7 +234,9 @@ pub fn send_msg(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     }
 }
 
-/// Receives one message and up to one passed descriptor (made close-on-exec).
+/// Receives one message and up to one passed descriptor (made close-on-exec). A descriptor
+/// the kernel could not install (the process is at its fd limit: it closes it and sets
+/// MSG_CTRUNC) is EMFILE, the message read and lost.
 pub fn recv_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     recv_msg_flags(fd, buf, 0)
 }
@@ -290,7 +292,26 @@ pub fn recv_msg_flags(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
+    if passed.is_none() && msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(errno_err(libc::EMFILE));
+    }
     Ok((n, passed))
+}
+
+/// Fails with EMFILE when the process has no fd number free (it is at RLIMIT_NOFILE), by
+/// taking one and giving it back.
+pub fn fd_free() -> io::Result<()> {
+    // Raw syscalls: the C library interposes fcntl and close. SAFETY: F_DUPFD_CLOEXEC of
+    // fd 0 (EBADF if it is closed: then a number is free) makes a new fd we close at once.
+    match cvt(unsafe { libc::syscall(libc::SYS_fcntl, 0, libc::F_DUPFD_CLOEXEC, 0) }) {
+        Ok(fd) => {
+            // SAFETY: the fd just made, ours alone.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The most fds one SCM_RIGHTS message can carry (the kernel's SCM_MAX_FD).

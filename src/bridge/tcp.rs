@@ -214,6 +214,10 @@ impl Conn {
                 Ok(Ok(0)) => {
                     self.app_eof = true;
                     sock.close();
+                    // The socket goes as soon as it reaches TIME-WAIT (Outcome::Finished):
+                    // the ACK of the peer's FIN must go with no delay, or never (the peer
+                    // would resend its FIN and get a reset).
+                    sock.set_ack_delay(None);
                     *moved = true;
                 }
                 Ok(Ok(n)) => {

@@ -136,6 +136,9 @@ pub enum Command {
     },
     /// `nameserver ADDR...` (also `dns`): the stack's resolvers.
     Nameservers(Vec<IpAddr>),
+    /// `ss -s`: a summary of the stack's sockets, and how full the engine's tables for it
+    /// are (a last line of vdestack's own, to check that nothing grows).
+    SocketSummary,
 }
 
 /// Splits a command string into commands, as a shell splits on `;` and newlines.

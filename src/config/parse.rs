@@ -6,8 +6,8 @@ use super::{CmdError, Command, Family, LinkChange, Route};
 
 type Result<T> = std::result::Result<T, CmdError>;
 
-/// Parses one command: `ip ...` (any path to it, `/bin/ip`, `/sbin/ip`), `dhcp [DEV]`, or
-/// `nameserver ADDR...`.
+/// Parses one command: `ip ...` (any path to it, `/bin/ip`, `/sbin/ip`), `dhcp [DEV]`,
+/// `nameserver ADDR...`, or `ss -s`.
 pub fn parse(cmd: &str) -> Result<Command> {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     let Some((prog, args)) = words.split_first() else {
@@ -18,6 +18,8 @@ pub fn parse(cmd: &str) -> Result<Command> {
         "ip" => ip(args),
         "dhcp" | "dhclient" | "udhcpc" => dhcp(args),
         "nameserver" | "dns" => nameservers(args),
+        "ss" if args == ["-s"] || args == ["--summary"] => Ok(Command::SocketSummary),
+        "ss" => Err(CmdError::new(1, "vdestack: ss: only `ss -s` is supported")),
         _ => Err(CmdError::new(
             127,
             format!("vdestack: {prog}: command not found"),

@@ -9,8 +9,9 @@ use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
+use super::sock::SockState;
 use super::stack::{DhcpWait, NetStack};
-use crate::bridge::LINK;
+use crate::bridge::{LINK, LO};
 use crate::config::{self, CmdError, Command, Family, LinkChange, Route};
 use crate::control::proto::Reply;
 use crate::link::Medium;
@@ -97,6 +98,7 @@ fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<Option<u32
             return Ok(waiting.then_some(timeout.unwrap_or(DHCP_TIMEOUT)));
         }
         Command::Nameservers(v) => st.nameservers = v,
+        Command::SocketSummary => summary(st, out),
     }
     Ok(None)
 }
@@ -452,4 +454,52 @@ fn network(ip: IpAddr, len: u8) -> IpCidr {
             IpCidr::new(IpAddress::Ipv6(bits.into()), len)
         }
     }
+}
+
+/// `ss -s`, as Linux prints its first lines, then a line of the engine's own tables for the
+/// stack: smoltcp's socket slots (in use/allocated) per interface, its TCP index, listeners
+/// and timers, the ports reserved, and the frames held for a full link.
+fn summary(st: &NetStack, out: &mut String) {
+    use smoltcp::socket::tcp::State;
+    let (mut tcp, mut udp, mut estab, mut orphaned, mut timewait) = (0, 0, 0, 0, 0);
+    for s in st.socks.values() {
+        if !s.stream {
+            udp += 1;
+            continue;
+        }
+        tcp += 1;
+        orphaned += s.app_closed as usize;
+        if let SockState::Connected(c) = &s.state {
+            match st.sets[c.set]
+                .get::<smoltcp::socket::tcp::Socket>(c.handle)
+                .state()
+            {
+                State::Established => estab += 1,
+                State::TimeWait => timewait += 1,
+                _ => {}
+            }
+        }
+    }
+    let [link, lo] = [&st.sets[LINK], &st.sets[LO]].map(|s| s.sizes());
+    let _ = writeln!(out, "Total: {}", st.socks.len());
+    let _ = writeln!(
+        out,
+        "TCP:   {tcp} (estab {estab}, closed 0, orphaned {orphaned}, timewait {timewait})"
+    );
+    let _ = writeln!(out, "UDP:   {udp}");
+    let _ = writeln!(
+        out,
+        "vdestack: slots {}/{} lo {}/{}, index {}, listeners {}, timers {}, ports {}, held {}, \
+         endings {}",
+        link.sockets,
+        link.slots,
+        lo.sockets,
+        lo.slots,
+        link.index + lo.index,
+        link.listeners + lo.listeners,
+        link.timers + lo.timers,
+        st.ports.len(),
+        st.held.len(),
+        st.endings.waiting()
+    );
 }

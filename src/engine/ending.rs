@@ -120,6 +120,11 @@ impl Endings {
         ids
     }
 
+    /// How many FIN-WAIT-2 timer entries and aborting sockets wait (`ss -s` shows it).
+    pub fn waiting(&self) -> usize {
+        self.fin_timers.len() + self.aborting.len()
+    }
+
     /// When the stack must look at its endings again.
     pub fn next_at(&self) -> Option<Instant> {
         let fin = self.fin_timers.peek().map(|Reverse((at, _))| *at);

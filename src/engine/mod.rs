@@ -124,7 +124,8 @@ struct Engine {
     key: Key,
     ctls: Ctls,
     seed: u64,
-    opener: opener::Opener,
+    /// The opener threads, for links (see [`crate::link::Background`]).
+    opener: crate::link::Background,
 }
 
 static LOCAL: OnceLock<Ctl> = OnceLock::new();
@@ -222,7 +223,10 @@ impl Engine {
             key,
             ctls: Ctls::default(),
             seed,
-            opener: Default::default(),
+            opener: {
+                let pool = opener::Opener::default();
+                Rc::new(move |job| pool.submit(job))
+            },
         })
     }
 
@@ -313,7 +317,7 @@ impl Engine {
                 let stack = *stack;
                 if let Some(st) = self.stacks.get_mut(&stack) {
                     st.link_rd |= ready.rd;
-                    st.link_opened(self.poll.registry());
+                    st.link_opened(self.poll.registry(), ready.hup);
                 }
                 work.push(stack);
             }
@@ -398,9 +402,8 @@ impl Engine {
             ready: self.ready.clone(),
         };
         let ifname = if ifname.is_empty() { "vde0" } else { ifname };
-        let opener = &mut self.opener;
         let seed = self.seed.wrapping_add(id as u64);
-        let st = match NetStack::new(id, vnl, ifname, wake, seed, &mut |j| opener.submit(j)) {
+        let st = match NetStack::new(id, vnl, ifname, wake, seed, self.opener.clone()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("vdestack: cannot open {vnl:?}: {e}");
@@ -408,19 +411,11 @@ impl Engine {
             }
         };
         let mut st = st;
-        if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
-            let t = self.sources.insert(Source::Link(id));
+        if st.link.is_some() {
+            st.link_token = Some(self.sources.insert(Source::Link(id)));
             // Writability matters only while frames wait for a full link (see
             // NetStack::link_interest): asking always would wake us after every frame sent.
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut SourceFd(&fd), Token(t), Interest::READABLE)
-            {
-                self.sources.remove(t);
-                return Reply::Err(e.raw_os_error().unwrap_or(libc::EIO));
-            }
-            st.link_token = Some(t);
+            st.watch_link(self.poll.registry());
         }
         self.next_stack += 1;
         self.stacks.insert(id, st);
@@ -442,8 +437,10 @@ impl Engine {
                 self.sources.remove(t);
             }
         }
-        if let Some(fd) = st.link.as_ref().and_then(|l| l.poll_fd()) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(l) = st.link.as_deref() {
+            for fd in [l.poll_fd(), l.hup_fd()].into_iter().flatten() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
         }
         for (_, s) in st.socks.drain() {
             let _ = self
@@ -493,6 +490,8 @@ impl Engine {
                 break;
             }
         }
+        // A link may have lost its network meanwhile (a frame was refused).
+        st.link_opened(ctx.registry, false);
         st.link_interest(ctx.registry);
         let now = ctx.now;
         let mut at = st.ifaces_poll_at(now);

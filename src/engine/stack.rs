@@ -325,30 +325,38 @@ impl NetStack {
         changed
     }
 
-    /// Watches the link's own fd once it has finished opening; a failed open leaves the link
-    /// dead.
-    pub fn link_opened(&mut self, registry: &mio::Registry) {
+    /// Watches the link's fds (under the stack's link token).
+    pub fn watch_link(&mut self, registry: &mio::Registry) {
+        let (Some(t), Some(link)) = (self.link_token, self.link.as_deref()) else {
+            return;
+        };
+        for fd in [link.poll_fd(), link.hup_fd()].into_iter().flatten() {
+            let fd = &mut mio::unix::SourceFd(&fd);
+            if let Err(e) = registry.register(fd, mio::Token(t), mio::Interest::READABLE) {
+                eprintln!("vdestack: stack {}: cannot watch the link: {e}", self.id);
+            }
+        }
+    }
+
+    /// Lets a link that opens in the background, or again, move on; watches the fds it
+    /// names from then on. `hup`: an event of the link's said a peer hung up.
+    pub fn link_opened(&mut self, registry: &mio::Registry, hup: bool) {
         let Some(link) = self.link.as_deref_mut() else {
             return;
         };
-        let Some(opened) = link.poll_open() else {
+        let Some(changed) = link.poll_open(hup) else {
             return;
         };
-        let _ = registry.deregister(&mut mio::unix::SourceFd(&opened.was.as_raw_fd()));
-        drop(opened.was);
+        for fd in &changed.was {
+            let _ = registry.deregister(&mut mio::unix::SourceFd(fd));
+        }
+        drop(changed.left);
         self.link_wr = false;
         self.link_rd = true;
-        if let Err(e) = opened.result {
-            eprintln!("vdestack: stack {}: the link did not open: {e}", self.id);
-            return;
+        if let Some(news) = changed.news {
+            eprintln!("vdestack: stack {}: {news}", self.id);
         }
-        let (Some(t), Some(fd)) = (self.link_token, link.poll_fd()) else {
-            return;
-        };
-        let fd = &mut mio::unix::SourceFd(&fd);
-        if let Err(e) = registry.register(fd, mio::Token(t), mio::Interest::READABLE) {
-            eprintln!("vdestack: stack {}: cannot watch the link: {e}", self.id);
-        }
+        self.watch_link(registry);
     }
 
     /// Asks epoll for the link's writability only while frames wait for room.

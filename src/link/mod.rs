@@ -4,6 +4,7 @@
 
 pub mod impair;
 pub mod mem;
+pub mod retry;
 pub mod switch;
 pub mod tap;
 pub mod vde;
@@ -57,27 +58,34 @@ pub trait Link {
         true
     }
     /// Whether the link reaches its network (`ip link` shows NO-CARRIER when not): not while
-    /// a switch port is still opening, nor once the switch is gone.
+    /// a switch port is still opening, nor while its switch is gone.
     fn carrier(&self) -> bool {
         true
     }
-    /// For a link that finishes opening in the background (a VDE switch answers a round
-    /// trip after [`open`]): called when [`Link::poll_fd`] is readable while opening; once,
-    /// the outcome, with the fd [`Link::poll_fd`] named until then, for the engine to stop
-    /// watching before it closes it. [`Link::poll_fd`] now names another fd (None if the
-    /// open failed).
-    fn poll_open(&mut self) -> Option<Opened> {
+    /// Another fd to watch, for a link whose network can go away: it polls readable when
+    /// it does (a switch's control connection, which the switch ends as it dies).
+    fn hup_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// For a link that opens in the background (a VDE switch answers a round trip after
+    /// [`open`]) or opens again when its network comes back: called on every event of its
+    /// fds (`hup`: the event said a peer hung up) and after every round of work. Says when
+    /// [`Link::poll_fd`] or [`Link::hup_fd`] name other fds from now on.
+    fn poll_open(&mut self, _hup: bool) -> Option<Changed> {
         None
     }
 }
 
-/// A link has finished opening ([`Link::poll_open`]).
+/// A link watches other fds now ([`Link::poll_open`]).
 #[derive(Debug)]
-pub struct Opened {
-    /// The fd the engine watched while the link was opening.
-    pub was: std::os::fd::OwnedFd,
-    /// Whether the link opened; if not, it drops what it is given, as a dead switch does.
-    pub result: io::Result<()>,
+pub struct Changed {
+    /// The fds the engine watched until now, for it to stop watching them before they close.
+    pub was: Vec<RawFd>,
+    /// What keeps them open until then: the state the link left.
+    pub left: Box<dyn std::any::Any>,
+    /// What to tell the user, if anything: the port did not open, the network went away, it
+    /// is back.
+    pub news: Option<String>,
 }
 
 /// How an in-process link tells the engine that a stack has frames waiting.
@@ -99,8 +107,12 @@ impl Wake {
     }
 }
 
-/// Where a link hands the blocking part of its opening: a thread that runs each job.
-pub type Background<'a> = &'a mut dyn FnMut(Box<dyn FnOnce() + Send>);
+/// A blocking piece of work a link hands over.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Where a link hands the blocking part of its opening, when it opens and whenever it opens
+/// again: each job starts at once on a thread of its own (the engine's opener threads).
+pub type Background = std::rc::Rc<dyn Fn(Job)>;
 
 /// Opens the link a locator names. `None` means the stack has loopback only.
 pub fn open(vnl: &str, wake: Wake, background: Background) -> io::Result<Option<Box<dyn Link>>> {
@@ -121,7 +133,7 @@ pub fn open(vnl: &str, wake: Wake, background: Background) -> io::Result<Option<
             vnl, dir, background,
         )?)));
     }
-    Ok(Some(Box::new(vde::VdeLink::open(vnl)?)))
+    Ok(Some(Box::new(vde::VdeLink::open(vnl, background)?)))
 }
 
 /// Checks what can be checked of a locator without opening it (the parameters of a

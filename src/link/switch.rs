@@ -10,6 +10,10 @@
 //! sees, and leaves the rest to a background job: the switch answers a round trip later
 //! (0.2-1 ms; much later when busy, never when stopped), and the engine serves every other
 //! stack meanwhile. Frames sent before the port is open wait, as on a full link.
+//!
+//! A switch that goes away (its control connection ends, or it refuses a frame) leaves the
+//! link without carrier, dropping frames as a NIC without a cable does, and the link asks
+//! for a port again and again (see [`super::retry`]) until a switch answers at the same path.
 
 use std::io;
 use std::mem::size_of;
@@ -20,7 +24,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use std::sync::{Arc, Mutex};
 
-use super::{Background, Link, Medium, Opened};
+use super::retry::{self, Retry};
+use super::{Background, Changed, Link, Medium};
 use crate::sys;
 
 const MAGIC: u32 = 0xfeed_face;
@@ -45,9 +50,26 @@ pub fn native(vnl: &str) -> Option<&str> {
 }
 
 /// A port on a VDE switch.
-#[derive(Debug)]
 pub struct SwitchLink {
+    vnl: String,
+    /// The switch's directory, canonical.
+    dir: PathBuf,
+    background: Background,
     state: State,
+    retry: Retry,
+    /// The switch refused a frame (its socket is gone): the port is lost.
+    gone: bool,
+    /// The user has been told the port is down (once per outage).
+    told: bool,
+}
+
+impl std::fmt::Debug for SwitchLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchLink")
+            .field("vnl", &self.vnl)
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -57,9 +79,13 @@ enum State {
         slot: Arc<Mutex<Slot>>,
         wake: OwnedFd,
     },
-    /// `ctl` is held for the port's life: the switch ends the port when it closes.
-    Open { _ctl: OwnedFd, data: OwnedFd },
-    /// The switch refused the port, did not answer, or went away.
+    /// `ctl` is held for the port's life: the switch ends the port when it closes, and
+    /// closes it when it dies.
+    Open { ctl: OwnedFd, data: OwnedFd },
+    /// No port (the switch went away, refused or did not answer): the next request goes
+    /// when `timer` expires.
+    Waiting { timer: OwnedFd },
+    /// No port, and no timer could be made to try again.
     Failed,
 }
 
@@ -72,6 +98,9 @@ enum Slot {
     Abandoned,
 }
 
+/// A request for a port: sent, or (Err) a connection a busy switch has yet to take.
+type Request = Result<Asked, OwnedFd>;
+
 impl SwitchLink {
     /// Connects to the switch in `dir` and has `background` ask it for a port. Fails, naming
     /// `vnl`, when there is no switch there (`NotFound`) or it is dead (`ConnectionRefused`).
@@ -79,34 +108,32 @@ impl SwitchLink {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{vnl}: {e}"));
         // The request names our socket by path, and the switch does not share our cwd.
         let dir = std::fs::canonicalize(dir).map_err(named)?;
-        let ctl_path = dir.join("ctl");
-        let ctl = sys::unix_socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK).map_err(named)?;
-        let (sun, len) = sys::path_addr(&ctl_path).map_err(named)?;
-        // The request goes at once: a connection that closes before it has sent one (the
-        // process ends first) makes `vde_plug switch://` spin on it. A switch whose queue of
-        // new connections is full is alive: then the job waits for it, and asks.
-        let asked = match sys::connect_unix(ctl.as_raw_fd(), &sun, len) {
-            Ok(()) => Ok(ask(ctl, &dir, &ctl_path).map_err(named)?),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(ctl),
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{vnl}: {}: {e}", ctl_path.display()),
-                ))
-            }
+        let req = request_port(&dir).map_err(named)?;
+        let mut link = SwitchLink {
+            vnl: vnl.to_string(),
+            dir,
+            background,
+            state: State::Failed,
+            retry: Retry::default(),
+            gone: false,
+            told: false,
         };
-        let (wake, wake_w) = sys::pipe().map_err(named)?;
+        link.state = link.opening(req).map_err(named)?;
+        Ok(link)
+    }
+
+    /// Hands the wait for the switch's answer to a background job.
+    fn opening(&self, req: Request) -> io::Result<State> {
+        let (wake, wake_w) = sys::pipe()?;
         let slot = Arc::new(Mutex::new(Slot::Waiting));
         let job_slot = slot.clone();
-        let vnl = vnl.to_string();
-        background(Box::new(move || {
-            let asked = match asked {
+        let dir = self.dir.clone();
+        (self.background)(Box::new(move || {
+            let asked = match req {
                 Ok(a) => Ok(a),
-                Err(ctl) => connect_and_ask(ctl, &dir, &ctl_path),
+                Err(ctl) => connect_and_ask(ctl, &dir),
             };
-            let r = asked
-                .and_then(answer)
-                .map_err(|e| io::Error::new(e.kind(), format!("{vnl}: {e}")));
+            let r = asked.and_then(answer);
             let mut slot = job_slot.lock().unwrap_or_else(|p| p.into_inner());
             if !matches!(*slot, Slot::Abandoned) {
                 *slot = Slot::Done(r);
@@ -116,9 +143,96 @@ impl SwitchLink {
             // holds a wake-up, and a closed one has nobody to wake.
             unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         }));
-        Ok(SwitchLink {
-            state: State::Opening { slot, wake },
-        })
+        Ok(State::Opening { slot, wake })
+    }
+
+    /// The state to wait in for the next try.
+    fn waiting(&mut self) -> State {
+        match self.retry.timer() {
+            Ok(timer) => State::Waiting { timer },
+            Err(_) => State::Failed,
+        }
+    }
+
+    /// The background job's outcome, if it has one.
+    fn opened(&mut self) -> Option<Changed> {
+        let State::Opening { slot, .. } = &self.state else {
+            return None;
+        };
+        let done = {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Waiting) {
+                Slot::Done(r) => r,
+                other => {
+                    *slot = other;
+                    return None;
+                }
+            }
+        };
+        let news;
+        let next = match done {
+            Ok((ctl, data)) => {
+                self.retry.reset();
+                self.gone = false;
+                news = std::mem::take(&mut self.told).then(|| format!("{}: port open", self.vnl));
+                State::Open { ctl, data }
+            }
+            Err(e) => {
+                news = (!std::mem::replace(&mut self.told, true))
+                    .then(|| format!("{}: no port ({e}); asking again", self.vnl));
+                self.waiting()
+            }
+        };
+        Some(self.become_(next, news))
+    }
+
+    /// Enters `next`, handing back the state left and its fds.
+    fn become_(&mut self, next: State, news: Option<String>) -> Changed {
+        let left = std::mem::replace(&mut self.state, next);
+        let was = match &left {
+            State::Opening { wake, .. } => vec![wake.as_raw_fd()],
+            State::Open { ctl, data } => vec![data.as_raw_fd(), ctl.as_raw_fd()],
+            State::Waiting { timer } => vec![timer.as_raw_fd()],
+            State::Failed => vec![],
+        };
+        Changed {
+            was,
+            left: Box::new(left),
+            news,
+        }
+    }
+
+    /// The timer expired: asks the switch for a port again.
+    fn again(&mut self) -> Option<Changed> {
+        let State::Waiting { timer } = &self.state else {
+            return None;
+        };
+        // Nothing listening yet (or no fd to ask with): the next try, a longer wait away.
+        let Ok(next) = request_port(&self.dir).and_then(|req| self.opening(req)) else {
+            if self.retry.rearm(timer).is_err() {
+                return Some(self.become_(State::Failed, None));
+            }
+            return None;
+        };
+        Some(self.become_(next, None))
+    }
+}
+
+/// Connects to the switch's control socket and sends the request for a port at once: a
+/// connection that closes before it has sent one (the process ends first) makes
+/// `vde_plug switch://` spin on it. A switch whose queue of new connections is full is
+/// alive: its connection comes back (Err) for the job to wait on, and ask.
+fn request_port(dir: &Path) -> io::Result<Request> {
+    let ctl_path = dir.join("ctl");
+    let ctl = sys::unix_socket(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    let (sun, len) = sys::path_addr(&ctl_path)?;
+    match sys::connect_unix(ctl.as_raw_fd(), &sun, len) {
+        Ok(()) => Ok(Ok(ask(ctl, dir)?)),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Err(ctl)),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{}: {e}", ctl_path.display()),
+        )),
     }
 }
 
@@ -134,17 +248,17 @@ struct Asked {
 }
 
 /// Waits for a busy switch to take the connection, then asks.
-fn connect_and_ask(ctl: OwnedFd, dir: &Path, ctl_path: &Path) -> io::Result<Asked> {
+fn connect_and_ask(ctl: OwnedFd, dir: &Path) -> io::Result<Asked> {
     sys::set_nonblocking(ctl.as_raw_fd(), false)?;
     set_connect_wait(&ctl)?;
-    let (sun, len) = sys::path_addr(ctl_path)?;
+    let (sun, len) = sys::path_addr(&dir.join("ctl"))?;
     sys::connect_unix(ctl.as_raw_fd(), &sun, len)?;
     sys::set_nonblocking(ctl.as_raw_fd(), true)?;
-    ask(ctl, dir, ctl_path)
+    ask(ctl, dir)
 }
 
 /// Binds a data socket and sends the request for a port whose frames go to it.
-fn ask(ctl: OwnedFd, dir: &Path, ctl_path: &Path) -> io::Result<Asked> {
+fn ask(ctl: OwnedFd, dir: &Path) -> io::Result<Asked> {
     let data = sys::unix_socket(libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
     let (sun, bound) = if same_netns(&ctl) {
         (bind_abstract(&data)?, None)
@@ -153,7 +267,7 @@ fn ask(ctl: OwnedFd, dir: &Path, ctl_path: &Path) -> io::Result<Asked> {
         (sun, Some(path))
     };
     let sent = match &bound {
-        Some(path) => permit(path, ctl_path),
+        Some(path) => permit(path, &dir.join("ctl")),
         None => Ok(()),
     }
     .and_then(|()| {
@@ -320,12 +434,20 @@ fn request(sun: &libc::sockaddr_un) -> Vec<u8> {
 }
 
 impl SwitchLink {
-    /// A port whose switch is gone (its socket refuses our frames) is dropped: the link has
-    /// no carrier from then on, as a NIC whose cable was pulled.
+    /// A switch that refuses our frames is gone (its socket is): the port is lost, and the
+    /// next [`Link::poll_open`] asks for another.
     fn check_gone(&mut self, e: &io::Error) {
-        if e.raw_os_error() == Some(libc::ECONNREFUSED) {
-            self.state = State::Failed;
-        }
+        self.gone |= e.raw_os_error() == Some(libc::ECONNREFUSED);
+    }
+}
+
+/// Whether the switch ended the control connection (it died, or dropped the port).
+fn ended(ctl: &OwnedFd) -> bool {
+    let mut b = [0u8; 64];
+    match sys::recv(ctl.as_raw_fd(), &mut b) {
+        Ok(0) => true,
+        Ok(_) => false, // nothing is expected here; taken and ignored
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
 
@@ -352,12 +474,20 @@ impl Link for SwitchLink {
         match &self.state {
             State::Opening { wake, .. } => Some(wake.as_raw_fd()),
             State::Open { data, .. } => Some(data.as_raw_fd()),
+            State::Waiting { timer } => Some(timer.as_raw_fd()),
             State::Failed => None,
         }
     }
 
-    /// Takes one frame; `WouldBlock` when none waits (or the port is not open yet), `Ok(0)`
-    /// for a datagram too short to be a frame.
+    fn hup_fd(&self) -> Option<RawFd> {
+        match &self.state {
+            State::Open { ctl, .. } => Some(ctl.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// Takes one frame; `WouldBlock` when none waits (or there is no port), `Ok(0)` for a
+    /// datagram too short to be a frame.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let State::Open { data, .. } = &self.state else {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -366,42 +496,43 @@ impl Link for SwitchLink {
         Ok(if n < ETHERNET_HEADER { 0 } else { n })
     }
 
-    /// Sends one frame; `WouldBlock` when the switch's queue is full or the port is not open
-    /// yet (the engine holds the frame), and a full socket buffer (`ENOBUFS`) drops it.
+    /// Sends one frame; `WouldBlock` when the switch's queue is full or the port is still
+    /// opening (the engine holds the frame). A full socket buffer (`ENOBUFS`) drops it, and
+    /// so does a link without a port (`ENETDOWN`).
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         match &self.state {
+            State::Open { .. } if self.gone => Err(sys::errno_err(libc::ENETDOWN)),
             State::Open { data, .. } => match sys::send(data.as_raw_fd(), frame) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(()),
                 r => r.map(drop).inspect_err(|e| self.check_gone(e)),
             },
             State::Opening { .. } => Err(io::ErrorKind::WouldBlock.into()),
-            State::Failed => Err(sys::errno_err(libc::ENETDOWN)),
+            State::Waiting { .. } | State::Failed => Err(sys::errno_err(libc::ENETDOWN)),
         }
     }
 
     fn carrier(&self) -> bool {
-        matches!(self.state, State::Open { .. })
+        matches!(self.state, State::Open { .. }) && !self.gone
     }
 
-    fn poll_open(&mut self) -> Option<Opened> {
-        let State::Opening { slot, .. } = &self.state else {
-            return None;
-        };
-        let done = {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            match std::mem::replace(&mut *slot, Slot::Waiting) {
-                Slot::Done(r) => r,
-                other => {
-                    *slot = other;
+    fn poll_open(&mut self, hup: bool) -> Option<Changed> {
+        match &self.state {
+            State::Opening { .. } => self.opened(),
+            State::Open { ctl, .. } => {
+                if hup && !self.gone {
+                    self.gone = ended(ctl);
+                }
+                if !self.gone {
                     return None;
                 }
+                self.told = true;
+                let news = format!("{}: the switch is gone; asking for a port again", self.vnl);
+                let next = self.waiting();
+                Some(self.become_(next, Some(news)))
             }
-        };
-        let State::Opening { wake, .. } = std::mem::replace(&mut self.state, State::Failed) else {
-            return None; // matched above
-        };
-        let result = done.map(|(ctl, data)| self.state = State::Open { _ctl: ctl, data });
-        Some(Opened { was: wake, result })
+            State::Waiting { timer } if self.retry.due() && retry::expired(timer) => self.again(),
+            State::Waiting { .. } | State::Failed => None,
+        }
     }
 }
 

@@ -4,9 +4,12 @@
 
 use std::ffi::{c_void, CString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 
-use super::{Link, Medium};
+use super::retry::{self, Retry};
+use super::{Background, Changed, Link, Medium};
+use crate::sys;
 
 /// The description this stack gives the switch for its port.
 const DESCR: &str = "vdestack";
@@ -18,27 +21,72 @@ const ETHERNET_HEADER: usize = 14;
 ///
 /// Carries Ethernet frames of up to 1514 bytes (header included). The data descriptor is
 /// non-blocking: [`Link::recv`] returns `WouldBlock` when no frame is waiting, and
-/// [`Link::send`] drops a frame when the network is full. The connection is closed
-/// (`vde_close`) when the link is dropped.
-#[derive(Debug)]
+/// [`Link::send`] drops a frame when the network is full. A network that goes away (its
+/// control connection ends, or it refuses a frame) is opened again with backoff, by
+/// `vde_open` on an opener thread. The connection is closed (`vde_close`) when the link is
+/// dropped.
 pub struct VdeLink {
+    lib: &'static vde_sys::VdePlug,
+    vnl: String,
+    background: Background,
+    state: State,
+    retry: Retry,
+    /// The other end refused a frame (ECONNREFUSED): its switch is gone.
+    gone: bool,
+    /// The user has been told the network is gone (once per outage).
+    told: bool,
+}
+
+impl std::fmt::Debug for VdeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VdeLink")
+            .field("vnl", &self.vnl)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Open(Conn),
+    /// `vde_open` runs on an opener thread; `wake` turns readable when it is done.
+    Opening {
+        slot: Arc<Mutex<Slot>>,
+        wake: OwnedFd,
+    },
+    /// Gone: `vde_open` again when `timer` expires.
+    Waiting {
+        timer: OwnedFd,
+    },
+    /// Gone, and no timer could be made to try again.
+    Failed,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Waiting,
+    Done(io::Result<Conn>),
+    /// The link was dropped first: the connection closes with the slot.
+    Abandoned,
+}
+
+/// An open libvdeplug connection, closed on drop.
+#[derive(Debug)]
+struct Conn {
     lib: &'static vde_sys::VdePlug,
     conn: *mut vde_sys::VDECONN,
     fd: RawFd,
-    /// The other end refused a frame (ECONNREFUSED): its switch is gone.
-    gone: bool,
+    /// The control fd, if the plugin has one apart from `fd`.
+    ctl: Option<RawFd>,
 }
 
-impl VdeLink {
-    /// Opens the vdeplug4 network that `vnl` names, e.g. `vde:///tmp/switch` or
-    /// `vxvde://239.0.0.1`.
-    ///
-    /// Fails with [`io::ErrorKind::NotFound`] and a message naming the Debian package to
-    /// install when libvdeplug is not installed, and with the `errno` of `vde_open` (the
-    /// message naming the VNL) when the network cannot be opened.
-    pub fn open(vnl: &str) -> io::Result<VdeLink> {
-        let lib = vde_sys::library()
-            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{vnl}: {e}")))?;
+// SAFETY: a connection is used by one thread at a time: the opener thread that opens it,
+// then the engine thread, handed over through a mutex.
+unsafe impl Send for Conn {}
+
+impl Conn {
+    /// `vde_open(vnl)`, non-blocking.
+    fn open(lib: &'static vde_sys::VdePlug, vnl: &str) -> io::Result<Conn> {
         let mut url = CString::new(vnl)
             .map_err(|_| {
                 io::Error::new(
@@ -65,25 +113,138 @@ impl VdeLink {
             });
         }
         // Owned from here on, so that every error path below closes it.
-        let mut link = VdeLink {
+        let mut c = Conn {
             lib,
             conn,
             fd: -1,
-            gone: false,
+            ctl: None,
         };
         // SAFETY: conn is a live connection returned by vde_open.
-        link.fd = unsafe { lib.vde_datafd(conn) };
-        if link.fd < 0 {
+        c.fd = unsafe { lib.vde_datafd(conn) };
+        if c.fd < 0 {
             return Err(io::Error::other(format!(
                 "vde_open {vnl}: connection has no data descriptor"
             )));
         }
-        set_nonblocking(link.fd)
+        // SAFETY: as above.
+        let ctl = unsafe { lib.vde_ctlfd(conn) };
+        c.ctl = (ctl >= 0 && ctl != c.fd).then_some(ctl);
+        set_nonblocking(c.fd)
             .map_err(|e| io::Error::new(e.kind(), format!("vde_open {vnl}: O_NONBLOCK: {e}")))?;
-        Ok(link)
+        Ok(c)
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: conn came from vde_open and is closed exactly once, here.
+        unsafe {
+            self.lib.vde_close(self.conn);
+        }
+    }
+}
+
+impl VdeLink {
+    /// Opens the vdeplug4 network that `vnl` names, e.g. `vde:///tmp/switch[]` or
+    /// `vxvde://239.0.0.1`; `background` is where it opens again after an outage.
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] and a message naming the Debian package to
+    /// install when libvdeplug is not installed, and with the `errno` of `vde_open` (the
+    /// message naming the VNL) when the network cannot be opened.
+    pub fn open(vnl: &str, background: Background) -> io::Result<VdeLink> {
+        let lib = vde_sys::library()
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{vnl}: {e}")))?;
+        let conn = Conn::open(lib, vnl)?;
+        Ok(VdeLink {
+            lib,
+            vnl: vnl.to_string(),
+            background,
+            state: State::Open(conn),
+            retry: Retry::default(),
+            gone: false,
+            told: false,
+        })
+    }
+
+    fn note(&mut self, e: Option<i32>) {
+        self.gone |= e == Some(libc::ECONNREFUSED);
+    }
+
+    /// Enters `next`, handing back the state left and its fds.
+    fn become_(&mut self, next: State, news: Option<String>) -> Changed {
+        let left = std::mem::replace(&mut self.state, next);
+        let was = match &left {
+            State::Open(c) => [Some(c.fd), c.ctl].into_iter().flatten().collect(),
+            State::Opening { wake, .. } => vec![wake.as_raw_fd()],
+            State::Waiting { timer } => vec![timer.as_raw_fd()],
+            State::Failed => vec![],
+        };
+        Changed {
+            was,
+            left: Box::new(left),
+            news,
+        }
+    }
+
+    fn waiting(&mut self) -> State {
+        match self.retry.timer() {
+            Ok(timer) => State::Waiting { timer },
+            Err(_) => State::Failed,
+        }
+    }
+
+    /// The timer expired: `vde_open` again, on an opener thread.
+    fn again(&mut self) -> Option<Changed> {
+        let Ok((wake, wake_w)) = sys::pipe() else {
+            let next = self.waiting();
+            return Some(self.become_(next, None));
+        };
+        let slot = Arc::new(Mutex::new(Slot::Waiting));
+        let job_slot = slot.clone();
+        let (lib, vnl) = (self.lib, self.vnl.clone());
+        (self.background)(Box::new(move || {
+            let r = Conn::open(lib, &vnl);
+            let mut slot = job_slot.lock().unwrap_or_else(|p| p.into_inner());
+            if !matches!(*slot, Slot::Abandoned) {
+                *slot = Slot::Done(r);
+            }
+            drop(slot);
+            // SAFETY: one byte from a constant into the pipe we own.
+            unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        }));
+        Some(self.become_(State::Opening { slot, wake }, None))
+    }
+
+    /// The opener thread's outcome, if it has one.
+    fn opened(&mut self) -> Option<Changed> {
+        let State::Opening { slot, .. } = &self.state else {
+            return None;
+        };
+        let done = {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Waiting) {
+                Slot::Done(r) => r,
+                other => {
+                    *slot = other;
+                    return None;
+                }
+            }
+        };
+        Some(match done {
+            Ok(conn) => {
+                self.retry.reset();
+                self.gone = false;
+                self.told = false;
+                let news = format!("{}: open again", self.vnl);
+                self.become_(State::Open(conn), Some(news))
+            }
+            Err(_) => {
+                let next = self.waiting();
+                self.become_(next, None)
+            }
+        })
+    }
+}
 /// Sets `O_NONBLOCK` on a descriptor.
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor only reads and sets its status flags;
@@ -101,6 +262,19 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the other end ended the control connection `fd` (it died, or dropped us).
+fn ended(fd: RawFd) -> bool {
+    let mut b = [0u8; 64];
+    match sys::recv(fd, &mut b) {
+        Ok(0) => true,
+        Ok(_) => false, // nothing is expected here; taken and ignored
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
 impl Link for VdeLink {
     fn medium(&self) -> Medium {
         Medium::Ethernet
@@ -111,16 +285,32 @@ impl Link for VdeLink {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.fd)
+        match &self.state {
+            State::Open(c) => Some(c.fd),
+            State::Opening { wake, .. } => Some(wake.as_raw_fd()),
+            State::Waiting { timer } => Some(timer.as_raw_fd()),
+            State::Failed => None,
+        }
     }
 
-    /// Takes one frame. `WouldBlock` when none is waiting; `Ok(0)` for an empty or runt read
-    /// (shorter than an Ethernet header), which the caller ignores.
+    fn hup_fd(&self) -> Option<RawFd> {
+        match &self.state {
+            State::Open(c) => c.ctl,
+            _ => None,
+        }
+    }
+
+    /// Takes one frame. `WouldBlock` when none is waiting (or the network is gone); `Ok(0)`
+    /// for an empty or runt read (shorter than an Ethernet header), which the caller ignores.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: conn is live until drop; buf is valid for writes of buf.len() bytes.
+        let State::Open(c) = &self.state else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        // SAFETY: conn is live while the state holds it; buf is valid for writes of
+        // buf.len() bytes.
         let n = unsafe {
-            self.lib
-                .vde_recv(self.conn, buf.as_mut_ptr().cast::<c_void>(), buf.len(), 0)
+            c.lib
+                .vde_recv(c.conn, buf.as_mut_ptr().cast::<c_void>(), buf.len(), 0)
         };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -128,7 +318,7 @@ impl Link for VdeLink {
                 Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
                 Some(libc::EINTR) => Err(io::ErrorKind::Interrupted.into()),
                 e => {
-                    self.gone |= e == Some(libc::ECONNREFUSED);
+                    self.note(e);
                     Err(err)
                 }
             };
@@ -140,14 +330,22 @@ impl Link for VdeLink {
         Ok(n.min(buf.len()))
     }
 
-    /// Sends one frame; `WouldBlock` when the switch's queue is full (the engine holds the
-    /// frame and waits for the fd to be writable), `ENOBUFS` drops it.
+    /// Sends one frame; `WouldBlock` when the switch's queue is full or the network is
+    /// opening again (the engine holds the frame and waits for the fd), `ENOBUFS` drops it,
+    /// and so does a network that is gone (`ENETDOWN`).
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        let c = match &self.state {
+            State::Open(_) if self.gone => return Err(sys::errno_err(libc::ENETDOWN)),
+            State::Open(c) => c,
+            State::Opening { .. } => return Err(io::ErrorKind::WouldBlock.into()),
+            State::Waiting { .. } | State::Failed => return Err(sys::errno_err(libc::ENETDOWN)),
+        };
         loop {
-            // SAFETY: conn is live until drop; frame is valid for reads of frame.len() bytes.
+            // SAFETY: conn is live while the state holds it; frame is valid for reads of
+            // frame.len() bytes.
             let n = unsafe {
-                self.lib
-                    .vde_send(self.conn, frame.as_ptr().cast::<c_void>(), frame.len(), 0)
+                c.lib
+                    .vde_send(c.conn, frame.as_ptr().cast::<c_void>(), frame.len(), 0)
             };
             if n >= 0 {
                 return Ok(());
@@ -158,7 +356,7 @@ impl Link for VdeLink {
                 Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
                 Some(libc::ENOBUFS) => Ok(()),
                 e => {
-                    self.gone |= e == Some(libc::ECONNREFUSED);
+                    self.note(e);
                     Err(err)
                 }
             };
@@ -166,15 +364,36 @@ impl Link for VdeLink {
     }
 
     fn carrier(&self) -> bool {
-        !self.gone
+        matches!(self.state, State::Open(_)) && !self.gone
+    }
+
+    fn poll_open(&mut self, hup: bool) -> Option<Changed> {
+        match &self.state {
+            State::Open(c) => {
+                if hup && !self.gone {
+                    self.gone = c.ctl.is_some_and(ended);
+                }
+                if !self.gone {
+                    return None;
+                }
+                self.told = true;
+                let news = format!("{}: the network is gone; opening it again", self.vnl);
+                let next = self.waiting();
+                Some(self.become_(next, Some(news)))
+            }
+            State::Opening { .. } => self.opened(),
+            State::Waiting { timer } if self.retry.due() && retry::expired(timer) => self.again(),
+            State::Waiting { .. } | State::Failed => None,
+        }
     }
 }
 
 impl Drop for VdeLink {
     fn drop(&mut self) {
-        // SAFETY: conn came from vde_open and is closed exactly once, here.
-        unsafe {
-            self.lib.vde_close(self.conn);
+        if let State::Opening { slot, .. } = &self.state {
+            // A connection opened for nobody closes with the slot; a job still running
+            // drops its own.
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Abandoned;
         }
     }
 }
@@ -250,6 +469,11 @@ mod tests {
         }
     }
 
+    /// Runs background jobs at once, on the caller's thread.
+    fn inline() -> Background {
+        std::rc::Rc::new(|job: super::super::Job| job())
+    }
+
     /// Waits up to `timeout` for `fd` to become readable.
     fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
@@ -290,8 +514,8 @@ mod tests {
     #[test]
     fn broadcast_frame_crosses_a_switch() {
         let switch = Switch::start();
-        let mut a = VdeLink::open(&switch.vnl()).expect("open a");
-        let mut b = VdeLink::open(&switch.vnl()).expect("open b");
+        let mut a = VdeLink::open(&switch.vnl(), inline()).expect("open a");
+        let mut b = VdeLink::open(&switch.vnl(), inline()).expect("open b");
         assert_eq!(a.medium(), Medium::Ethernet);
         assert_eq!(a.mtu(), 1514);
         assert!(a.poll_fd().unwrap() >= 0);
@@ -319,7 +543,7 @@ mod tests {
 
     #[test]
     fn opening_a_missing_switch_fails() {
-        let err = VdeLink::open("vde:///nonexistent/sw").expect_err("no such switch");
+        let err = VdeLink::open("vde:///nonexistent/sw", inline()).expect_err("no such switch");
         assert!(
             err.to_string().contains("vde:///nonexistent/sw"),
             "error names the VNL: {err}"

@@ -90,6 +90,48 @@ impl Switch {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
+        let child = spawn(kind, &dir);
+        let mut sw = Switch { kind, child, dir };
+        sw.wait_ready();
+        sw
+    }
+
+    /// Kills the switch (SIGKILL, as a crash) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the switch again at the same directory, after [`Switch::kill`], and waits until
+    /// it listens. A vdeplug4 switch will not start in the directory its killed predecessor
+    /// left (EEXIST), so that goes first, as an init script would do; `vde_switch` takes
+    /// care of its stale control socket itself.
+    pub fn restart(&mut self) {
+        if self.kind == Kind::VdePlug {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        self.child = spawn(self.kind, &self.dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !listening(&self.dir.join("ctl")) {
+            if let Some(status) = self.child.try_wait().expect("wait for the switch") {
+                panic!(
+                    "{} restarted at {} exited: {status}",
+                    self.kind.program(),
+                    self.dir.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted switch does not listen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Starts a switch of `kind` at `dir`.
+fn spawn(kind: Kind, dir: &Path) -> Child {
+    {
         let mut cmd = Command::new(kind.program());
         match kind {
             Kind::VdePlug => {
@@ -99,7 +141,7 @@ impl Switch {
             }
             // vde_switch in the foreground exits on EOF on stdin: keep a pipe open to it.
             Kind::VdeSwitch => {
-                cmd.arg("-s").arg(&dir).stdin(Stdio::piped());
+                cmd.arg("-s").arg(dir).stdin(Stdio::piped());
             }
         }
         cmd.stdout(Stdio::null());
@@ -124,11 +166,11 @@ impl Switch {
             ),
             Err(e) => panic!("cannot run {}: {e}", kind.program()),
         };
-        let mut sw = Switch { kind, child, dir };
-        sw.wait_ready();
-        sw
+        child
     }
+}
 
+impl Switch {
     /// `vde_plug null:// switch://DIR`.
     pub fn vdeplug() -> Switch {
         Switch::start(Kind::VdePlug)

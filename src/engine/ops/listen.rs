@@ -151,8 +151,17 @@ pub(super) fn deliver(st: &mut NetStack, ctx: &mut Ctx, id: u64) -> bool {
         let Some((set, handle)) = l.ready.pop_front() else {
             return moved;
         };
-        let Some((conn, peer)) = adopt(st, ctx, id, set, handle) else {
-            continue;
+        let (conn, peer) = match adopt(st, ctx, id, set, handle) {
+            Ok(c) => c,
+            Err(None) => continue,
+            // No fd for it (the engine's process is at its limit): accept() says EMFILE
+            // (a record with no fd), and the connection, reset, is lost, where Linux would
+            // keep it queued.
+            Err(Some(peer)) => {
+                let _ = sys::send_msg(fd, &proto::accept_record(&peer), &[]);
+                moved = true;
+                continue;
+            }
         };
         let rec = proto::accept_record(&peer);
         let Some(SockState::Listening(l)) = st.socks.get_mut(&id).map(|s| &mut s.state) else {
@@ -178,23 +187,23 @@ pub(super) fn queued(fd: RawFd, l: &Listener) -> usize {
 }
 
 /// Makes listener `id`'s connection (set, handle) a socket of its own: its pair, its
-/// registration. Returns the application's end of the pair and the peer; None if the
-/// connection is gone already or no pair can be made (then it is dropped).
+/// registration. Returns the application's end of the pair and the peer; Err(None) if the
+/// connection is gone already, Err(Some(peer)) if no pair can be made (then it is reset).
 pub(super) fn adopt(
     st: &mut NetStack,
     ctx: &mut Ctx,
     id: u64,
     set: usize,
     handle: SocketHandle,
-) -> Option<(OwnedFd, SocketAddr)> {
-    let s = st.socks.get(&id)?;
+) -> Result<(OwnedFd, SocketAddr), Option<SocketAddr>> {
+    let s = st.socks.get(&id).ok_or(None)?;
     let domain = s.domain;
     let opts = s.opts.clone();
     let sock = st.sets[set].get::<tcp::Socket>(handle);
     let state = sock.state();
     let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) else {
         st.sets[set].remove(handle);
-        return None;
+        return Err(None);
     };
     let peer = NetStack::as_seen(domain, SocketAddr::from(remote));
     let local = NetStack::as_seen(domain, SocketAddr::from(local));
@@ -204,7 +213,7 @@ pub(super) fn adopt(
     });
     let Ok((nid, mine, theirs, app, token)) = registered else {
         st.endings.abort(&mut st.sets, set, handle, ctx.now);
-        return None;
+        return Err(Some(peer));
     };
     let mut ns = Sock::new(nid, (mine, app), token, domain, true, libc::IPPROTO_TCP);
     let mut c = Conn::new(set, handle, None, opts.linger2);
@@ -216,7 +225,7 @@ pub(super) fn adopt(
     st.sets[set].set_owner(handle, nid);
     st.socks.insert(nid, ns);
     st.dirty.push(nid); // data may have come with the handshake
-    Some((theirs, peer))
+    Ok((theirs, peer))
 }
 
 pub(super) fn remote_v4(sock: &tcp::Socket) -> bool {

@@ -73,6 +73,21 @@ impl fmt::Display for SocketHandle {
     }
 }
 
+/// vdestack: the sizes [`SocketSet::sizes`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetSizes {
+    /// Sockets in the set.
+    pub sockets: usize,
+    /// Slots, used or free (what the set's storage holds).
+    pub slots: usize,
+    /// Entries of the TCP 4-tuple index.
+    pub index: usize,
+    /// Entries of the listeners list.
+    pub listeners: usize,
+    /// Entries of the timer heap.
+    pub timers: usize,
+}
+
 /// An extensible set of sockets.
 ///
 /// The lifetime `'a` is used when storing a `Socket<'a>`.  If you're using
@@ -101,6 +116,8 @@ pub struct SocketSet<'a> {
     /// vdestack: sockets waiting for a time of their own, earliest first. An entry goes stale
     /// when its socket is touched or removed; egress and `poll_at` tolerate that.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+    /// vdestack: how many timer entries the last `drop_stale_timers` kept.
+    timers_kept: usize,
 }
 
 impl<'a> SocketSet<'a> {
@@ -117,6 +134,7 @@ impl<'a> SocketSet<'a> {
             tcp_index: BTreeMap::new(),
             egress_list: Vec::new(),
             timers: BinaryHeap::new(),
+            timers_kept: 0,
             listeners: Vec::new(),
             last_reached: None,
             listen_ports: BTreeMap::new(),
@@ -151,6 +169,17 @@ impl<'a> SocketSet<'a> {
     pub fn note_listener(&mut self, handle: SocketHandle) {
         if !self.listeners.contains(&handle) {
             self.listeners.push(handle);
+        }
+    }
+
+    /// vdestack: how full the set and its own lists are, to check that nothing grows.
+    pub fn sizes(&self) -> SetSizes {
+        SetSizes {
+            sockets: self.items().count(),
+            slots: self.sockets.len(),
+            index: self.tcp_index.len(),
+            listeners: self.listeners.len(),
+            timers: self.timers.len(),
         }
     }
 
@@ -345,9 +374,33 @@ impl<'a> SocketSet<'a> {
                     }
                 }
                 self.free.push(handle.0);
+                self.drop_stale_timers();
                 item.socket
             }
             None => panic!("handle does not refer to a valid socket"),
+        }
+    }
+
+    /// vdestack: a removed socket's timer entries would stay until their time (TIME-WAIT's
+    /// is 10 s away), so a set that opens and closes connections fast would hold as many as
+    /// it closed in that time: once they outnumber the sockets four to one, the stale ones
+    /// go.
+    /// (Also not before the heap has doubled since the last time, so that the work stays a
+    /// constant per entry when live sockets' own entries are many.)
+    fn drop_stale_timers(&mut self) {
+        let live = self.sockets.len().saturating_sub(self.free.len());
+        let n = self.timers.len();
+        if n > 64 && n > 4 * live && n > 2 * self.timers_kept {
+            // An entry is live when its socket still waits for that time (a new socket in
+            // the slot has entries of its own).
+            let sockets = &self.sockets;
+            self.timers.retain(|Reverse((t, h))| {
+                sockets
+                    .get(h.0)
+                    .and_then(|s| s.inner.as_ref())
+                    .is_some_and(|i| i.cached_poll_at == PollAt::Time(*t))
+            });
+            self.timers_kept = self.timers.len();
         }
     }
 
@@ -376,5 +429,40 @@ impl<'a> SocketSet<'a> {
     /// Iterate every socket in this set.
     pub(crate) fn items_mut(&mut self) -> impl Iterator<Item = &mut Item<'a>> + '_ {
         self.sockets.iter_mut().filter_map(|x| x.inner.as_mut())
+    }
+}
+
+#[cfg(all(test, feature = "socket-udp"))]
+mod test_vdestack {
+    use super::*;
+    use crate::socket::udp;
+
+    fn udp_socket() -> udp::Socket<'static> {
+        let buf = || udp::PacketBuffer::new(vec![], vec![]);
+        udp::Socket::new(buf(), buf())
+    }
+
+    /// vdestack: the timer entries of removed sockets do not pile up (drop_stale_timers),
+    /// and those of live sockets stay.
+    #[test]
+    fn timers_of_removed_sockets_do_not_pile_up() {
+        let mut set = SocketSet::new(vec![]);
+        let keep = set.add(udp_socket());
+        let at = Instant::from_secs(5);
+        set.item_mut(keep).unwrap().cached_poll_at = PollAt::Time(at);
+        set.timers.push(Reverse((at, keep)));
+        for i in 0..10_000u64 {
+            // Each in the slot the last one left: handles are reused.
+            let h = set.add(udp_socket());
+            let t = Instant::from_secs(10 + i as i64);
+            set.item_mut(h).unwrap().cached_poll_at = PollAt::Time(t);
+            set.timers.push(Reverse((t, h)));
+            set.remove(h);
+        }
+        assert!(
+            set.timers.iter().any(|e| *e == Reverse((at, keep))),
+            "a live socket's entry stays"
+        );
+        assert!(set.timers.len() <= 2 * 64, "{} entries", set.timers.len());
     }
 }
