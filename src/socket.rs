@@ -293,11 +293,11 @@ pub fn stream_eof(fd: RawFd) -> io::Result<usize> {
 pub fn send_to(fd: RawFd, buf: &[u8], to: Option<SocketAddr>, flags: i32) -> io::Result<usize> {
     let hdr = match to {
         Some(a) => Some(udp::header(&a)),
-        // A payload that looks like a header gets one meaning "the connected peer".
-        None if buf.starts_with(&udp::MAGIC) => Some(udp::header(&SocketAddr::new(
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
-            0,
-        ))),
+        // A payload that looks like a header gets one meaning "the connected peer"; so does
+        // an empty one (a bare empty message reads as the end of the pair).
+        None if buf.is_empty() || buf.starts_with(&udp::MAGIC) => Some(udp::header(
+            &SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        )),
         None => None,
     };
     let parts: Vec<&[u8]> = match &hdr {
@@ -330,10 +330,10 @@ pub fn recv_from(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<(usize, Op
     Ok((len, None))
 }
 
-/// An empty datagram without a header on a UDP stack fd: the engine's last word on a deleted
-/// stack (a datagram pair passes on no shutdown), or the socket was shut for reading. It is
-/// shut for reading here, so that every later call (another thread's blocked one too)
-/// returns at once; a deleted stack says ENETDOWN.
+/// A read of 0 bytes without a header on a UDP stack fd: the end of the pair (the engine
+/// shut its end, the stack was deleted), or the socket was shut for reading (empty
+/// datagrams come with a header). It is shut for reading here, so that every later call
+/// (another thread's blocked one too) returns at once; a deleted stack says ENETDOWN.
 fn udp_end(fd: RawFd) -> io::Result<(usize, Option<SocketAddr>)> {
     let _ = sys::shutdown(fd, libc::SHUT_RD);
     let alive = call(fd, |sock| Request::GetOpt {

@@ -85,10 +85,10 @@ pub fn copy(from: c_int, to: c_int) {
     set(to, get(from));
 }
 
-/// The kind of a new socket of type `ty` (SOCK_STREAM or SOCK_DGRAM, flags allowed) in a
-/// stack.
+/// The kind of a socket of type `ty` in a stack: what the application asked for
+/// (SOCK_STREAM or SOCK_DGRAM, flags allowed), or its pair's type (SOCK_SEQPACKET for UDP).
 pub fn stack_kind(ty: c_int) -> Kind {
-    if ty & 0xf == libc::SOCK_DGRAM {
+    if matches!(ty & 0xf, libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
         Kind::StackDgram
     } else {
         Kind::StackStream

@@ -1,4 +1,5 @@
-//! UDP bridge. The pair is a datagram socketpair, so message boundaries hold. An unconnected
+//! UDP bridge. The pair is a seqpacket socketpair: message boundaries hold, and a close of
+//! the application's end hangs ours up (a datagram pair would not tell). An unconnected
 //! socket needs each datagram's peer address beside it: a small header that the library adds
 //! on send and strips on receive. A connected socket carries bare payloads.
 
@@ -17,8 +18,8 @@ use crate::sys;
 pub const HEADER: usize = 24;
 /// The header's first bytes. A datagram that starts with them always carries a header: on a
 /// connected socket, a payload that happens to start with them gets one too, so the reader
-/// never mistakes payload for header. So does an empty payload: an empty datagram without
-/// a header is the engine's last word on a deleted stack.
+/// never mistakes payload for header. So does an empty payload, both ways: a read of 0
+/// bytes without a header is the end of the pair (its other end closed or shut).
 pub const MAGIC: [u8; 4] = *b"\xd7VDS";
 
 /// Header flag (byte 5): the datagram is one the application had received before it
@@ -110,7 +111,7 @@ pub fn pump(
                 {
                     Ok(0) // connected sockets only hear their peer
                 }
-                // An empty datagram gets a header too: a bare one is the end (a deleted stack).
+                // An empty datagram gets a header too: a bare one reads as the end.
                 Some(_) if !data.is_empty() && !data.starts_with(&MAGIC) => sys::send(fd, data),
                 _ => {
                     let mut d = Vec::with_capacity(HEADER + data.len());
@@ -152,6 +153,12 @@ pub fn pump(
             break;
         }
         let n = match sys::read(fd, buf) {
+            // The end: the application shut its end for writing or closed it (then the
+            // hang-up marks it closed). Empty datagrams come with a header.
+            Ok(0) => {
+                s.pair.rd = false;
+                break;
+            }
             Ok(n) => n,
             Err(e) => {
                 s.pair.rd = e.kind() != io::ErrorKind::WouldBlock;

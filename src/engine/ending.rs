@@ -1,13 +1,14 @@
 //! What is left of TCP connections once their application closed them or their peer reset
 //! them, as Linux keeps it: RSTs still to send, the FIN-WAIT-2 timers of orphans, and what a
-//! reset socket still answers its application.
+//! reset socket still answers its application. And of UDP sockets closed with datagrams
+//! still queued: those go out first, as sendto(2) had handed them to the kernel on Linux.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{tcp, udp};
 use smoltcp::time::{Duration, Instant};
 
 use crate::control::proto::{Reply, Request};
@@ -21,6 +22,9 @@ pub const MAX_LINGER2: i32 = 120;
 /// How long an aborted socket is kept for its RST to go out (a link that cannot take it
 /// does not keep the socket).
 const RST_WAIT: Duration = Duration::from_secs(1);
+/// How long the datagrams of a closed UDP socket may wait for their neighbor (Linux's
+/// neighbor resolution: 3 probes, 1 s apart).
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
 /// Reset sockets remembered per stack (their applications may still ask SO_ERROR and the
 /// like before they close them); the oldest are forgotten first.
 const ENDED_KEEP: usize = 4096;
@@ -70,6 +74,8 @@ pub struct Ended {
 pub struct Endings {
     /// Aborted smoltcp sockets, kept until their RST is out or RST_WAIT passed.
     aborting: Vec<(usize, SocketHandle, Instant)>,
+    /// Closed UDP sockets, kept until their datagrams are out or FLUSH_WAIT passed.
+    flushing: Vec<(usize, SocketHandle, Instant)>,
     /// FIN-WAIT-2 deadlines of orphans (a socket may have left FIN-WAIT-2 since).
     fin_timers: BinaryHeap<Reverse<(Instant, u64)>>,
     ended: HashMap<u64, Ended>,
@@ -90,8 +96,31 @@ impl Endings {
         self.aborting.push((set, h, now + RST_WAIT));
     }
 
-    /// Removes the aborted sockets whose RST went out (smoltcp then forgets the peer).
+    /// Removes UDP socket `h` of the application that closed it once its datagrams are out.
+    pub fn flush_udp(
+        &mut self,
+        sets: &mut [SocketSet<'static>; 2],
+        set: usize,
+        h: SocketHandle,
+        now: Instant,
+    ) {
+        if sets[set].get::<udp::Socket>(h).send_queue() == 0 {
+            sets[set].remove(h);
+        } else {
+            self.flushing.push((set, h, now + FLUSH_WAIT));
+        }
+    }
+
+    /// Removes the aborted sockets whose RST went out (smoltcp then forgets the peer), and
+    /// the closed UDP sockets whose datagrams did.
     pub fn sweep(&mut self, sets: &mut [SocketSet<'static>; 2], now: Instant) {
+        self.flushing.retain(|&(set, h, until)| {
+            if sets[set].get::<udp::Socket>(h).send_queue() == 0 || now >= until {
+                sets[set].remove(h);
+                return false;
+            }
+            true
+        });
         self.aborting.retain(|&(set, h, until)| {
             let sent = sets[set].get::<tcp::Socket>(h).remote_endpoint().is_none();
             if sent || now >= until {
@@ -128,7 +157,12 @@ impl Endings {
     /// When the stack must look at its endings again.
     pub fn next_at(&self) -> Option<Instant> {
         let fin = self.fin_timers.peek().map(|Reverse((at, _))| *at);
-        let rst = self.aborting.iter().map(|a| a.2).min();
+        let rst = self
+            .aborting
+            .iter()
+            .chain(&self.flushing)
+            .map(|a| a.2)
+            .min();
         fin.into_iter().chain(rst).min()
     }
 

@@ -448,12 +448,8 @@ impl Engine {
                 .registry()
                 .deregister(&mut SourceFd(&s.fd.as_raw_fd()));
             // Shut our end so the application reads EOF and its writes fail, like a dead
-            // network interface under a kernel socket. A datagram pair passes no shutdown
-            // to the other end: an empty datagram wakes its reader, and the library reads
-            // it as the end (see socket::recv_from).
-            if !s.stream {
-                let _ = sys::send(s.fd.as_raw_fd(), &[]);
-            }
+            // network interface under a kernel socket (a UDP pair is seqpacket: the
+            // application reads the end after the datagrams already there).
             let _ = sys::shutdown(s.fd.as_raw_fd(), libc::SHUT_RDWR);
         }
         let done: Vec<Done> = st

@@ -149,10 +149,12 @@ fn new_sock(st: &mut NetStack, ctx: &mut Ctx, domain: i32, ty: i32, protocol: i3
         (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => return err(libc::EPROTONOSUPPORT),
         _ => return err(libc::ESOCKTNOSUPPORT),
     };
+    // UDP: a seqpacket pair keeps message boundaries as a datagram pair would (same queue
+    // rules, same truncation), and unlike one it tells each end when the other closes.
     let pair_ty = if stream {
         libc::SOCK_STREAM
     } else {
-        libc::SOCK_DGRAM
+        libc::SOCK_SEQPACKET
     };
     let (id, (mine, theirs, app)) = match new_pair(st, ctx, pair_ty) {
         Ok(p) => p,

@@ -170,7 +170,7 @@ pub fn pump_all(st: &mut NetStack, ctx: &mut Ctx, done: &mut Vec<Done>) -> bool 
                     if let SockState::Udp(u) = &s.state {
                         for set in [LINK, LO] {
                             if let Some(h) = u.handles[set] {
-                                st.sets[set].remove(h);
+                                st.endings.flush_udp(&mut st.sets, set, h, now);
                             }
                         }
                     }

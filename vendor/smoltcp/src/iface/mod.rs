@@ -18,6 +18,16 @@ mod socket_set;
 
 mod packet;
 
+// vdestack: tests of vdestack's patches to the socket set and the interface.
+#[cfg(all(
+    test,
+    feature = "medium-ip",
+    feature = "proto-ipv4",
+    feature = "socket-tcp",
+    feature = "socket-udp"
+))]
+mod vdestack_tests;
+
 #[cfg(feature = "multicast")]
 pub use self::interface::multicast::MulticastError;
 pub use self::interface::{

@@ -1,6 +1,6 @@
 use alloc::collections::{BTreeMap, BinaryHeap};
-use core::cmp::Reverse;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::fmt;
 use managed::ManagedSlice;
 
@@ -118,6 +118,12 @@ pub struct SocketSet<'a> {
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
     /// vdestack: how many timer entries the last `drop_stale_timers` kept.
     timers_kept: usize,
+    /// vdestack: tests count the TCP segments that fell back to visiting every socket.
+    #[cfg(test)]
+    pub(crate) demux_scans: usize,
+    /// vdestack: tests count the sockets egress looked at.
+    #[cfg(test)]
+    pub(crate) egress_visits: usize,
 }
 
 impl<'a> SocketSet<'a> {
@@ -138,6 +144,10 @@ impl<'a> SocketSet<'a> {
             listeners: Vec::new(),
             last_reached: None,
             listen_ports: BTreeMap::new(),
+            #[cfg(test)]
+            demux_scans: 0,
+            #[cfg(test)]
+            egress_visits: 0,
         }
     }
 
@@ -190,7 +200,11 @@ impl<'a> SocketSet<'a> {
 
     /// vdestack: egress should look at the socket.
     pub(crate) fn mark_egress(&mut self, handle: SocketHandle) {
-        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+        if let Some(item) = self
+            .sockets
+            .get_mut(handle.0)
+            .and_then(|s| s.inner.as_mut())
+        {
             item.egress_dirty = true;
             self.egress_list.push(handle);
         }
@@ -220,7 +234,11 @@ impl<'a> SocketSet<'a> {
 
     /// vdestack: the socket changed by ingress: egress and the user should look at it.
     pub(crate) fn mark_dirty(&mut self, handle: SocketHandle) {
-        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+        if let Some(item) = self
+            .sockets
+            .get_mut(handle.0)
+            .and_then(|s| s.inner.as_mut())
+        {
             item.mark(&mut self.touched, &mut self.egress_list);
             self.last_reached = Some(item.owner);
         }
@@ -228,7 +246,11 @@ impl<'a> SocketSet<'a> {
 
     /// vdestack: the socket was dispatched: the user should look at it.
     pub(crate) fn mark_touched(&mut self, handle: SocketHandle) {
-        if let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) {
+        if let Some(item) = self
+            .sockets
+            .get_mut(handle.0)
+            .and_then(|s| s.inner.as_mut())
+        {
             if !item.touched {
                 item.touched = true;
                 self.touched.push(handle);
@@ -250,7 +272,11 @@ impl<'a> SocketSet<'a> {
 
     /// vdestack: files a TCP socket under its current 4-tuple (or under none).
     pub(crate) fn reindex(&mut self, handle: SocketHandle, tuple: Option<TcpKey>) {
-        let Some(item) = self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut()) else {
+        let Some(item) = self
+            .sockets
+            .get_mut(handle.0)
+            .and_then(|s| s.inner.as_mut())
+        else {
             return;
         };
         if let Some(old) = item.indexed.take() {
@@ -266,7 +292,9 @@ impl<'a> SocketSet<'a> {
 
     /// vdestack: the live item at `handle`, if any.
     pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
-        self.sockets.get_mut(handle.0).and_then(|s| s.inner.as_mut())
+        self.sockets
+            .get_mut(handle.0)
+            .and_then(|s| s.inner.as_mut())
     }
 
     /// Add a socket to the set, and return its handle.

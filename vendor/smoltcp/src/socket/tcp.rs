@@ -784,7 +784,10 @@ impl<'a> Socket<'a> {
     /// The window scale offered in the SYN|ACK follows the new receive buffer.
     pub fn set_buffers(&mut self, rx_buffer: SocketBuffer<'a>, tx_buffer: SocketBuffer<'a>) {
         if !(self.rx_buffer.is_empty() && self.tx_buffer.is_empty())
-            || !matches!(self.state, State::Closed | State::Listen | State::SynReceived)
+            || !matches!(
+                self.state,
+                State::Closed | State::Listen | State::SynReceived
+            )
         {
             return;
         }
@@ -2186,13 +2189,17 @@ impl<'a> Socket<'a> {
                     self.local_rx_last_ack = Some(ack_number);
 
                     // vdestack: NewReno partial ACK (RFC 6582 3.2 step 5): the next hole
-                    // is resent at once instead of waiting for the RTO.
+                    // is resent at once instead of waiting for the RTO, if the window takes
+                    // it (a zero window is the zero-window probe's). A full ACK filled the
+                    // hole: nothing is left to resend (else new data would go out past the
+                    // window, and an RTO then could leave the socket with no timer).
                     if let Some(recover) = self.recovery_point {
                         if ack_number < recover {
-                            self.pending_fast_retransmit = true;
+                            self.pending_fast_retransmit = self.remote_win_len > 0;
                             net_debug!("partial ACK {}: retransmitting next hole", ack_number);
                         } else {
                             self.recovery_point = None;
+                            self.pending_fast_retransmit = false;
                         }
                     }
 
@@ -9968,5 +9975,188 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // vdestack: tests of vdestack's patches (vendor/README.md), each fails without its patch.
+    // =========================================================================================//
+
+    mod vdestack {
+        use super::*;
+
+        /// Sends "aaaBBBcccDDD" in segments of 3, then three duplicate ACKs for "aaa" start
+        /// fast retransmit, which resends "aaa". The peer has lost "aaa" and "ccc".
+        fn socket_in_fast_recovery() -> TestSocket {
+            let mut s = socket_established();
+            s.remote_mss = 3;
+            send!(s, time 0, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+            s.send_slice(b"aaaBBBcccDDD").unwrap();
+            for (i, chunk) in [&b"aaa"[..], b"BBB", b"ccc", b"DDD"]
+                .into_iter()
+                .enumerate()
+            {
+                recv!(s, time 1000 + 5 * i as i64, Ok(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + 3 * i,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: chunk,
+                    ..RECV_TEMPL
+                }));
+            }
+            for t in [1050, 1055, 1060] {
+                send!(s, time t, TcpRepr {
+                    seq_number: REMOTE_SEQ + 1,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    ..SEND_TEMPL
+                });
+            }
+            recv!(s, time 1100, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"aaa"[..],
+                ..RECV_TEMPL
+            }));
+            s
+        }
+
+        #[test]
+        fn min_rto_is_200ms() {
+            let mut s = socket_established();
+            s.send_slice(b"abc").unwrap();
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abc"[..],
+                ..RECV_TEMPL
+            }));
+            // A 1 ms round trip: the RTO is the floor, Linux's TCP_RTO_MIN.
+            send!(s, time 1, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                ..SEND_TEMPL
+            });
+            assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+            s.send_slice(b"def").unwrap();
+            recv!(s, time 10, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"def"[..],
+                ..RECV_TEMPL
+            }));
+            recv_nothing!(s, time 209);
+            recv!(s, time 210, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"def"[..],
+                ..RECV_TEMPL
+            }));
+        }
+
+        #[test]
+        fn newreno_partial_ack_resends_next_hole() {
+            let mut s = socket_in_fast_recovery();
+            assert_eq!(s.recovery_point, Some(LOCAL_SEQ + 1 + 12));
+            // "aaa" and "BBB" arrived, "ccc" did not: it goes at once, not after an RTO.
+            send!(s, time 1150, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                ..SEND_TEMPL
+            });
+            recv!(s, time 1150, [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"ccc"[..],
+                ..RECV_TEMPL
+            }]);
+            // A full ACK ends the recovery.
+            send!(s, time 1200, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 12),
+                ..SEND_TEMPL
+            });
+            assert_eq!(s.recovery_point, None);
+            recv_nothing!(s, time 1200);
+        }
+
+        #[test]
+        fn newreno_partial_ack_into_zero_window_waits_for_probe() {
+            let mut s = socket_in_fast_recovery();
+            send!(s, time 1150, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                window_len: 0,
+                ..SEND_TEMPL
+            });
+            recv_nothing!(s, time 1150);
+            assert!(s.timer.is_zero_window_probe());
+        }
+
+        #[test]
+        fn newreno_full_ack_cancels_partial_ack_resend() {
+            let mut s = socket_in_fast_recovery();
+            s.send_slice(b"eee").unwrap();
+            // A partial ACK, then before any dispatch a full ACK that closes the window: the
+            // hole is filled, and "eee" must wait for the window (found by netsim, where an
+            // RTO then left the socket with no timer at all).
+            send!(s, time 1150, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                ..SEND_TEMPL
+            });
+            send!(s, time 1151, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 12),
+                window_len: 0,
+                ..SEND_TEMPL
+            });
+            recv_nothing!(s, time 1151);
+            assert!(s.timer.is_zero_window_probe());
+        }
+
+        #[cfg(feature = "socket-tcp-pause-synack")]
+        #[test]
+        fn listener_gets_buffers_at_syn() {
+            let mut s = socket_with_buffer_sizes(0, 0);
+            s.listen(LISTEN_END).unwrap();
+            s.pause_synack(true);
+            send!(
+                s,
+                TcpRepr {
+                    control: TcpControl::Syn,
+                    seq_number: REMOTE_SEQ,
+                    ack_number: None,
+                    window_scale: Some(0),
+                    ..SEND_TEMPL
+                }
+            );
+            assert_eq!(s.state, State::SynReceived);
+            assert!(s.synack_paused());
+            recv_nothing!(s);
+
+            s.set_buffers(
+                SocketBuffer::new(vec![0; 1 << 20]),
+                SocketBuffer::new(vec![0; 1024]),
+            );
+            assert_eq!(s.recv_capacity(), 1 << 20);
+            assert_eq!(s.send_capacity(), 1024);
+            s.pause_synack(false);
+            assert!(!s.synack_paused());
+            // The SYN|ACK offers the scale of the new 1 MiB buffer (2^20 >> 5 fits 16 bits).
+            recv(&mut s, Instant::from_millis(0), |r| {
+                let r = r.unwrap();
+                assert_eq!(r.control, TcpControl::Syn);
+                assert_eq!(r.ack_number, Some(REMOTE_SEQ + 1));
+                assert_eq!(r.window_scale, Some(5));
+            });
+
+            // Buffers are given once: an established socket keeps its own.
+            let mut e = socket_established();
+            e.set_buffers(SocketBuffer::new(vec![0; 8]), SocketBuffer::new(vec![0; 8]));
+            assert_eq!(e.recv_capacity(), 64);
+            assert_eq!(e.send_capacity(), 64);
+        }
     }
 }

@@ -770,6 +770,10 @@ impl Interface {
         while next < work.len() {
             let handle = work[next];
             next += 1;
+            #[cfg(test)]
+            {
+                sockets.egress_visits += 1;
+            }
             let Some(item) = sockets.item_mut(handle) else {
                 continue;
             };

@@ -56,7 +56,10 @@ impl InterfaceInner {
                     found = Some(h);
                     break;
                 }
-                if !matches!(s.state(), crate::socket::tcp::State::Listen | crate::socket::tcp::State::SynReceived) {
+                if !matches!(
+                    s.state(),
+                    crate::socket::tcp::State::Listen | crate::socket::tcp::State::SynReceived
+                ) {
                     sockets.listeners.swap_remove(i);
                     continue;
                 }
@@ -64,6 +67,10 @@ impl InterfaceInner {
             }
         }
         if found.is_none() {
+            #[cfg(test)]
+            {
+                sockets.demux_scans += 1;
+            }
             found = sockets.items_mut().find_map(|i| {
                 let h = i.meta.handle;
                 Socket::downcast_mut(&mut i.socket)
@@ -81,7 +88,10 @@ impl InterfaceInner {
             let tuple = tcp_socket
                 .local_endpoint()
                 .zip(tcp_socket.remote_endpoint());
-            if tuple != item.indexed.map(|(l, r)| (l, r)) {
+            // vdestack: also when the index has another socket under this tuple (its entry
+            // was overwritten), else each segment of this connection would scan again.
+            let moved = tuple != item.indexed;
+            if moved || tuple.is_some_and(|k| sockets.tcp_index.get(&k) != Some(&h)) {
                 sockets.reindex(h, tuple);
             }
             return r;
