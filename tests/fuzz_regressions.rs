@@ -109,6 +109,66 @@ fn frames_reach_sockets() {
     }
 }
 
+/// Each input gets a lab as new (pairs are kept from one lab to the next): a seed does the
+/// same, frame for frame and reply for reply, whatever ran before it.
+#[test]
+fn an_input_does_the_same_whatever_ran_before() {
+    abort_on_panic();
+    for (target, medium) in [("frames_eth", Medium::Ethernet), ("frames_ip", Medium::Ip)] {
+        let seeds = fuzzing::seeds(target);
+        let first: Vec<_> = seeds
+            .iter()
+            .map(|(_, d)| fuzzing::frames_sent(medium, d))
+            .collect();
+        assert!(
+            first.iter().any(|f| !f.0.is_empty()),
+            "{target}: nothing sent"
+        );
+        assert!(
+            first.iter().any(|f| !f.1.is_empty()),
+            "{target}: nothing read"
+        );
+        for (i, (name, d)) in seeds.iter().enumerate().rev() {
+            let again = fuzzing::frames_sent(medium, d);
+            assert_eq!(
+                again, first[i],
+                "{target} {name}: not the same the second time"
+            );
+        }
+    }
+    let seeds = fuzzing::seeds("control");
+    let first: Vec<_> = seeds
+        .iter()
+        .map(|(_, d)| fuzzing::control_replies(d))
+        .collect();
+    for (i, (name, d)) in seeds.iter().enumerate().rev() {
+        let again = fuzzing::control_replies(d);
+        assert_eq!(
+            again, first[i],
+            "control {name}: not the same the second time"
+        );
+    }
+}
+
+/// The Ethernet lab's DHCP client takes a server's offer and ack: the address comes back
+/// and the peer becomes the default router (it was 10.0.0.254).
+#[test]
+fn dhcp_reaches_the_client() {
+    use fuzzing::DhcpMessageType::{Ack, Offer};
+    abort_on_panic();
+    let mut lab = Lab::new(Medium::Ethernet, true);
+    assert!(lab.cmd("ip route show").contains("default via 10.0.0.254"));
+    lab.start_dhcp();
+    assert!(!lab.cmd("ip addr show").contains("10.0.0.1/24"));
+    lab.inject(&lab.dhcp_server(Offer, lab.dhcp_xid.expect("a discover")));
+    let sent: Vec<Vec<u8>> = lab.wire.borrow().tx.iter().cloned().collect();
+    let xid = wire::dhcp_xid(&sent).expect("a request after the offer");
+    lab.inject(&lab.dhcp_server(Ack, xid));
+    let routes = lab.cmd("ip route show");
+    assert!(routes.contains("default via 10.0.0.2 "), "{routes}");
+    assert!(lab.cmd("ip addr show").contains("10.0.0.1/24"));
+}
+
 #[test]
 fn control_messages_reach_the_engine() {
     abort_on_panic();

@@ -3,13 +3,14 @@
 //! the fuzzer. Requests, frames and events take the engine's own paths.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use mio::unix::SourceFd;
 use mio::Events;
 
 use super::ctl::Ctls;
@@ -93,8 +94,86 @@ impl Link for FuzzLink {
     }
 }
 
+/// A socket's pair kept from one lab for the socket of the same id in the next: a lab is
+/// made for every input, and making and closing its pairs was a third of its cost. Kept
+/// only when neither end was shut down, with both ends drained: to the engine and the
+/// application it is as new (same name, same type, nothing queued).
+struct Kept {
+    mine: OwnedFd,
+    theirs: OwnedFd,
+    app: super::sock::FileId,
+    ty: i32,
+}
+
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    /// Application ends handed back by a lab, by socket id, for [`reset`] to keep.
+    static BACK: RefCell<HashMap<u64, OwnedFd>> = RefCell::new(HashMap::new());
+    /// Pairs [`reset`] kept, by socket id, for [`take_pair`].
+    static KEPT: RefCell<HashMap<u64, Kept>> = RefCell::new(HashMap::new());
+}
+
+/// Hands back the application end of socket `sock` when a lab is done with it: [`reset`]
+/// keeps its pair for the next lab if it is as new.
+pub fn give_back(sock: u64, app_end: OwnedFd) {
+    BACK.with(|b| b.borrow_mut().insert(sock, app_end));
+}
+
+/// The pair kept for socket `id` of pair type `ty`, for `Ctx::pair`. One of another type
+/// is closed (freeing the name for a new pair).
+pub(super) fn take_pair(id: u64, ty: i32) -> Option<(OwnedFd, OwnedFd, super::sock::FileId)> {
+    let k = KEPT.with(|k| k.borrow_mut().remove(&id))?;
+    (k.ty == ty).then_some((k.mine, k.theirs, k.app))
+}
+
+/// Reads what waits on `fd` until none is left; false if it reads an end (or an empty
+/// message, which on a seqpacket pair looks the same) or fails.
+fn drained(fd: RawFd) -> bool {
+    let mut buf = [0u8; 16384];
+    for _ in 0..256 {
+        match sys::recv_msg_flags(fd, &mut buf, libc::MSG_DONTWAIT) {
+            Ok((0, _)) => return false,
+            Ok(_) => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    false
+}
+
+/// Keeps the pair of socket `sock` if its application end `theirs` was handed back and
+/// the pair is as new (see [`Kept`]), taking the socket out of its stack before the stack
+/// is deleted.
+fn keep_pair(e: &mut Engine, sock: u64, theirs: OwnedFd) {
+    let id = super::stack::stack_of_sock(sock);
+    let Some(st) = e.stacks.get_mut(&id) else {
+        return;
+    };
+    let Some(s) = st.socks.get(&sock) else {
+        return;
+    };
+    if !(drained(s.fd.as_raw_fd()) && drained(theirs.as_raw_fd())) {
+        return;
+    }
+    let s = st.socks.remove(&sock).expect("seen above");
+    let _ = e
+        .poll
+        .registry()
+        .deregister(&mut SourceFd(&s.fd.as_raw_fd()));
+    if matches!(e.sources.get(s.token), Some(Source::Sock(x, y)) if *x == id && *y == sock) {
+        e.sources.remove(s.token);
+    }
+    let ty = if s.stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_SEQPACKET
+    };
+    let k = Kept {
+        mine: s.fd,
+        theirs,
+        app: s.app,
+        ty,
+    };
+    KEPT.with(|kept| kept.borrow_mut().insert(sock, k));
 }
 
 /// Runs `f` on this thread's engine, made on first use.
@@ -122,6 +201,10 @@ fn new_engine() -> io::Result<Engine> {
 /// (and gets the same stack ids).
 pub fn reset() {
     with(|e| {
+        let back = BACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        for (sock, theirs) in back {
+            keep_pair(e, sock, theirs);
+        }
         let ids: Vec<u32> = e.stacks.keys().copied().collect();
         for id in ids {
             e.del_stack(id);

@@ -102,6 +102,10 @@ impl Ctx<'_> {
     /// Makes a socketpair for socket `id` of `ty`, binds the engine end to the socket's
     /// name, and returns (engine end, application end, the application end's identity).
     pub fn pair(&mut self, id: u64, ty: i32) -> io::Result<(OwnedFd, OwnedFd, sock::FileId)> {
+        #[cfg(feature = "fuzzing")]
+        if let Some(kept) = fuzz::take_pair(id, ty) {
+            return Ok(kept);
+        }
         let (mine, theirs) = sys::socketpair(ty)?;
         let app = sys::file_id(theirs.as_raw_fd())?;
         sys::bind_abstract(mine.as_raw_fd(), &control::sock_name(self.name, id))?;

@@ -14,6 +14,7 @@ use crate::engine::fuzz::{self as engine};
 pub use crate::engine::fuzz::{Wire, WireRef};
 pub use crate::link::Medium;
 pub use seeds::seeds;
+pub use smoltcp::wire::DhcpMessageType;
 
 use crate::control::proto::{Reply, Request};
 use crate::sys;
@@ -51,6 +52,8 @@ const PEER_ISN: u32 = 0x1000_0000;
 pub const PEER_PORT: u16 = 4000;
 /// Socket buffers (small: a lab is made for every input).
 const BUF: i32 = 4096;
+/// What a lab keeps of what its applications read.
+const READ_KEPT: usize = 1 << 16;
 /// At most this many application ends (accepted connections add to them).
 const APPS_MAX: usize = 16;
 
@@ -69,20 +72,16 @@ pub struct Lab {
     /// Application ends: the listener, the two UDP sockets, the connected socket, then the
     /// connections accepted; None once closed.
     pub apps: Vec<Option<OwnedFd>>,
+    /// The ids of the lab's own sockets (the first ends of `apps`).
+    socks: Vec<u64>,
+    /// What the applications read (the first [`READ_KEPT`] bytes).
+    pub read: Vec<u8>,
     /// The connected socket's local port.
     pub port: u16,
     /// The next sequence numbers on the connected socket: the stack's and the peer's.
     pub seq: (u32, u32),
-}
-
-fn cmd(stack: u32, cmds: &str) -> Reply {
-    let req = Request::Cmd {
-        stack,
-        cmds: cmds.into(),
-    };
-    let r = engine::request(req).expect("no dhcp here").0;
-    engine::step();
-    r
+    /// The transaction id of the DHCP client's discover, once started.
+    pub dhcp_xid: Option<u32>,
 }
 
 impl Lab {
@@ -91,7 +90,12 @@ impl Lab {
     pub fn new(medium: Medium, checksummed: bool) -> Lab {
         engine::reset();
         let (stack, wire) = engine::add_stack(Some(medium), checksummed);
-        let r = cmd(stack, SETUP);
+        // No step here: the stack runs at the first one below, with its sockets.
+        let req = Request::Cmd {
+            stack,
+            cmds: SETUP.into(),
+        };
+        let r = engine::request(req).expect("no dhcp wait here").0;
         assert!(matches!(r, Reply::Cmd { status: 0, .. }), "{r:?}");
         let mut lab = Lab {
             stack,
@@ -99,8 +103,11 @@ impl Lab {
             wire,
             mac: engine::mac(stack).unwrap_or_default(),
             apps: Vec::new(),
+            socks: Vec::new(),
+            read: Vec::new(),
             port: 0,
             seq: (0, PEER_ISN.wrapping_add(1)),
+            dhcp_xid: None,
         };
         let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
         let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0);
@@ -135,8 +142,10 @@ impl Lab {
             matches!(r, Some((Reply::Err(libc::EINPROGRESS), _))),
             "{r:?}"
         );
-        for _ in 0..8 {
-            engine::step();
+        // The stack runs at each step: the SYN (after ARP on Ethernet) goes out, the peer's
+        // answers come in, until the connection is up.
+        engine::step();
+        for _ in 0..4 {
             if engine::connected(stack, c) {
                 break;
             }
@@ -148,6 +157,16 @@ impl Lab {
         );
         lab.wire.borrow_mut().tx.clear();
         lab
+    }
+
+    /// Starts a DHCP client on an Ethernet lab, as `dhcp` does: it drops the stack's IPv4
+    /// address and default route until a server (the fuzzer) leases it one. Its discover
+    /// goes out; `dhcp_xid` is its transaction id.
+    pub fn start_dhcp(&mut self) {
+        let out = self.cmd("dhcp vde0");
+        debug_assert!(out.is_empty(), "{out}");
+        let sent: Vec<Vec<u8>> = self.wire.borrow_mut().tx.drain(..).collect();
+        self.dhcp_xid = wire::dhcp_xid(&sent);
     }
 
     /// A new socket, with small buffers; its id.
@@ -164,6 +183,7 @@ impl Lab {
         let name = sys::peer_abstract_name(fd.as_raw_fd()).expect("a stack fd");
         let (_, id) = crate::control::parse_sock_name(&name).expect("a socket name");
         self.apps.push(Some(fd));
+        self.socks.push(id);
         for name in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
             let level = libc::SOL_SOCKET;
             let value = BUF;
@@ -197,11 +217,51 @@ impl Lab {
         }
     }
 
+    /// Ends the lab: the application ends of its own sockets go back to the engine, which
+    /// keeps their pairs for the next lab if they are as new; the rest are closed.
+    pub fn end(self) {
+        for (&sock, app) in self.socks.iter().zip(self.apps) {
+            if let Some(fd) = app {
+                engine::give_back(sock, fd);
+            }
+        }
+        engine::reset();
+    }
+
     /// Hands a frame to the stack, and lets the engine run.
     pub fn inject(&self, frame: &[u8]) {
         self.wire.borrow_mut().rx.push_back(frame.to_vec());
         engine::wake(self.stack);
         engine::step();
+    }
+
+    /// A DHCP server's message of `kind` for transaction `xid`, broadcast by the peer,
+    /// leasing the stack the address it has (10.0.0.1/24) with the peer as its router.
+    pub fn dhcp_server(&self, kind: DhcpMessageType, xid: u32) -> Vec<u8> {
+        let bcast = Ipv4Addr::BROADCAST;
+        let d = wire::dhcp(kind, xid, self.mac, wire::STACK_V4);
+        let u = wire::udp(wire::PEER_V4.into(), bcast.into(), (67, 68), &d);
+        let p = wire::ip(wire::PEER_V4.into(), bcast.into(), wire::P_UDP, &u);
+        wire::eth([0xff; 6], wire::PEER_MAC, wire::ETH_IPV4, &p)
+    }
+
+    /// Runs command string `cmds` on the lab's stack; its output (or its error).
+    pub fn cmd(&self, cmds: &str) -> String {
+        let req = Request::Cmd {
+            stack: self.stack,
+            cmds: cmds.into(),
+        };
+        let r = engine::request(req);
+        engine::step();
+        match r {
+            Some((
+                Reply::Cmd {
+                    output, message, ..
+                },
+                _,
+            )) => output + &message,
+            r => format!("{r:?}"),
+        }
     }
 
     /// An IP packet from the peer to the stack, framed for the link.
@@ -235,7 +295,12 @@ impl Lab {
                 for fd in self.apps.iter().flatten() {
                     for _ in 0..16 {
                         match sys::recv_msg_flags(fd.as_raw_fd(), &mut buf, libc::MSG_DONTWAIT) {
-                            Ok((n, f)) if n > 0 || f.is_some() => got.extend(f),
+                            Ok((n, f)) if n > 0 || f.is_some() => {
+                                if self.read.len() < READ_KEPT {
+                                    self.read.extend_from_slice(&buf[..n]);
+                                }
+                                got.extend(f);
+                            }
                             _ => break,
                         }
                     }
@@ -267,15 +332,24 @@ fn record(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Frames from outside into a lab on `medium`. The input: a flags byte (bit 0: the stack
-/// checks checksums), then records: a byte below 0x80 and a [`record`] is a frame the stack
+/// checks checksums; bit 1: on Ethernet, a DHCP client is started), then records: a byte below 0x80 and a [`record`] is a frame the stack
 /// receives; 0x80 | op, an index and a [`record`] is what an application does with one of
 /// its ends ([`Lab`] has the list; op: 0 write the record, 1 read all, 2 shut down writing,
 /// 3 close). The engine runs after each.
 pub fn frames(medium: Medium, data: &[u8]) {
+    frames_sent(medium, data);
+}
+
+/// [`frames`], returning the last frames the stack sent (at most 64) and what the
+/// applications read, for the test that checks an input does the same whatever ran before.
+pub fn frames_sent(medium: Medium, data: &[u8]) -> (Vec<Vec<u8>>, Vec<u8>) {
     let Some((&flags, mut rest)) = data.split_first() else {
-        return;
+        return Default::default();
     };
     let mut lab = Lab::new(medium, flags & 1 != 0);
+    if flags & 2 != 0 && lab.ethernet {
+        lab.start_dhcp();
+    }
     while let Some((&op, r)) = rest.split_first() {
         if op & 0x80 == 0 {
             let (frame, r) = record(r);
@@ -288,8 +362,10 @@ pub fn frames(medium: Medium, data: &[u8]) {
             rest = r;
         }
     }
-    drop(lab);
-    engine::reset();
+    let sent = lab.wire.borrow_mut().tx.drain(..).collect();
+    let read = std::mem::take(&mut lab.read);
+    lab.end();
+    (sent, read)
 }
 
 /// Control requests from a client into the engine, on a lab (stack 1, its sockets
@@ -342,8 +418,9 @@ pub fn control_replies(data: &[u8]) -> Vec<Reply> {
         }
         fds.truncate(64);
     }
-    drop((lab, fds));
-    engine::reset();
+    drop(fds);
+    drop(client);
+    lab.end();
     replies
 }
 

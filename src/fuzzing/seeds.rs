@@ -24,6 +24,43 @@ fn app(op: u8, which: u8, bytes: &[u8]) -> Vec<u8> {
     r
 }
 
+/// A DHCP server's answers to the Ethernet lab's client (flags bit 1): an offer, then the
+/// ack to the request it brings (whose transaction id a lab run with the offer gives), then
+/// data on the connection, which works again once the address is back.
+fn dhcp() -> Vec<(String, Vec<u8>)> {
+    use super::DhcpMessageType::{Ack, Offer};
+    let mut lab = Lab::new(Medium::Ethernet, true);
+    lab.start_dhcp();
+    let xid = lab.dhcp_xid.expect("the lab's client sent a discover");
+    let offer = lab.dhcp_server(Offer, xid);
+    lab.inject(&offer);
+    let sent: Vec<Vec<u8>> = lab.wire.borrow().tx.iter().cloned().collect();
+    let xid = wire::dhcp_xid(&sent).expect("the client's request");
+    let ack = lab.dhcp_server(Ack, xid);
+    let (s4, p4): (IpAddr, IpAddr) = (STACK_V4.into(), PEER_V4.into());
+    let (seq, pseq) = lab.seq;
+    let data = tcp(
+        p4,
+        s4,
+        (PEER_PORT, lab.port),
+        pseq,
+        seq,
+        PSH | ACK,
+        &[],
+        b"hello",
+    );
+    let data = lab.packet(p4, s4, P_TCP, &data);
+    lab.end();
+    let input = |recs: &[Vec<u8>]| [vec![3], recs.concat()].concat();
+    vec![
+        ("eth_dhcp_offer".into(), input(&[frame(&offer)])),
+        (
+            "eth_dhcp_lease".into(),
+            input(&[frame(&offer), frame(&ack), frame(&data), app(1, 3, &[])]),
+        ),
+    ]
+}
+
 /// Frames a lab's stack should take in: what each does is named.
 fn frames(medium: Medium) -> Vec<(String, Vec<u8>)> {
     let lab = Lab::new(medium, true);
@@ -525,7 +562,7 @@ fn switch() -> Vec<(String, Vec<u8>)> {
 /// The seeds of target `name`: (file name, input).
 pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
     match name {
-        "frames_eth" => frames(Medium::Ethernet),
+        "frames_eth" => [frames(Medium::Ethernet), dhcp()].concat(),
         "frames_ip" => frames(Medium::Ip),
         "control" => control(),
         "stackcmd" => stackcmd(),

@@ -1,7 +1,9 @@
-//! Frames for the fuzz harness, built by hand: its peer's answers while a lab is set up, and
-//! the seed inputs. Checksums are always right.
+//! Frames for the fuzz harness, built by hand (DHCP messages by smoltcp's emitter): its
+//! peer's answers while a lab is set up, and the seed inputs. Checksums are always right.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress};
 
 /// The stack's addresses in a lab.
 pub const STACK_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -183,6 +185,52 @@ pub fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) ->
     a.extend_from_slice(&tha);
     a.extend_from_slice(&tpa.octets());
     a
+}
+
+/// A DHCP server's message of `kind` (offer, ack...) in answer to transaction `xid` of the
+/// client at `client`, leasing it `lease`/24 for an hour with the peer as router and server
+/// (the UDP payload, port 67 to 68).
+pub fn dhcp(kind: DhcpMessageType, xid: u32, client: [u8; 6], lease: Ipv4Addr) -> Vec<u8> {
+    let repr = DhcpRepr {
+        message_type: kind,
+        transaction_id: xid,
+        secs: 0,
+        client_hardware_address: EthernetAddress(client),
+        client_ip: Ipv4Addr::UNSPECIFIED,
+        your_ip: lease,
+        server_ip: PEER_V4,
+        router: Some(PEER_V4),
+        subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+        relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+        broadcast: false,
+        requested_ip: None,
+        client_identifier: None,
+        server_identifier: Some(PEER_V4),
+        parameter_request_list: None,
+        dns_servers: None,
+        max_size: None,
+        lease_duration: Some(3600),
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let mut buf = vec![0; repr.buffer_len()];
+    repr.emit(&mut DhcpPacket::new_unchecked(&mut buf[..]))
+        .expect("a buffer of its length");
+    buf
+}
+
+/// The transaction id of the last DHCP message (client port 68 to 67) among `frames` an
+/// Ethernet stack sent.
+pub fn dhcp_xid(frames: &[Vec<u8>]) -> Option<u32> {
+    frames.iter().rev().find_map(|f| {
+        let ip = f.get(14..).filter(|_| f.get(12..14) == Some(&[0x08, 0]))?;
+        let udp = ip.get(usize::from(ip.first()? & 0xf) * 4..)?;
+        if ip.get(9) != Some(&P_UDP) || udp.get(0..4) != Some(&[0, 68, 0, 67]) {
+            return None;
+        }
+        Some(u32::from_be_bytes(udp.get(12..16)?.try_into().ok()?))
+    })
 }
 
 /// What the peer answers to a frame the stack sent during a lab's setup: ARP requests for
