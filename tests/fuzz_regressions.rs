@@ -64,7 +64,7 @@ fn seeds_run_clean() {
 /// Reads what waits on an application end, without waiting long.
 fn read_some(fd: &std::os::fd::OwnedFd) -> Vec<u8> {
     let mut f = std::fs::File::from(fd.try_clone().expect("dup"));
-    let _ = vdestack::sys::poll_one(fd.as_raw_fd(), libc::POLLIN, 1000);
+    let _ = vdestack::internal::sys::poll_one(fd.as_raw_fd(), libc::POLLIN, 1000);
     let mut buf = [0u8; 256];
     let n = f.read(&mut buf).expect("a read");
     buf[..n].to_vec()
@@ -176,7 +176,7 @@ fn control_messages_reach_the_engine() {
         let all = fuzzing::seeds("control");
         all.into_iter().find(|(n, _)| n == name).expect("a seed").1
     };
-    use vdestack::control::proto::Reply;
+    use vdestack::internal::control::proto::Reply;
     // With the key: a socket (its fd comes back), bound, listening, named.
     let r = fuzzing::control_replies(&seeds("socket_bind_listen"));
     let addr = "10.0.0.1:8080".parse().unwrap();
