@@ -57,6 +57,7 @@ mod link;
 mod log;
 pub mod net;
 mod resolve;
+mod seal;
 mod socket;
 mod stack;
 mod sys;
@@ -100,5 +101,9 @@ pub mod internal {
     /// Logging for the CLI and the C library (see `VDESTACK_LOG`).
     pub mod log {
         pub use crate::log::*;
+    }
+    /// Sealing a program into a stack (seccomp user notification), for `vdestack run`.
+    pub mod seal {
+        pub use crate::seal::*;
     }
 }

@@ -65,6 +65,16 @@ pub fn is_listener(fd: RawFd) -> bool {
 /// attached: taking one is a single recvmsg, the wait is the fd's own, and processes that
 /// share a listener each take whole connections, as from a kernel accept queue.
 pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
+    accept_with(fd, flags, 0)
+}
+
+/// [`accept`] that never waits: EAGAIN when no connection is ready, whatever the fd's
+/// O_NONBLOCK says (the seal's supervisor waits for the target itself).
+pub fn try_accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
+    accept_with(fd, flags, libc::MSG_DONTWAIT)
+}
+
+fn accept_with(fd: RawFd, flags: i32, recv_flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
     // On a socket that is not listening, Linux says EINVAL at once; reading would block, or
     // take a connected socket's data for a record.
     if !is_listener(fd) {
@@ -76,7 +86,7 @@ pub fn accept(fd: RawFd, flags: i32) -> io::Result<(OwnedFd, SocketAddr)> {
     // connection is lost.)
     sys::fd_free()?;
     let mut rec = [0u8; ACCEPT_RECORD];
-    let (n, conn) = sys::recv_msg(fd, &mut rec)?;
+    let (n, conn) = sys::recv_msg_flags(fd, &mut rec, recv_flags)?;
     let Some(conn) = conn else {
         return Err(sys::errno_err(match n {
             // EOF: the stack is gone.
@@ -172,6 +182,53 @@ fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
         d[5] = udp::REQUEUE;
         let _ = sys::send(fd, &d);
     }
+}
+
+/// Options that the pair itself keeps for a stack fd, so that the kernel answers them on
+/// it: timeouts and watermarks govern the application's blocking reads and writes, which
+/// happen on the pair. (A listener's SO_RCVLOWAT is the exception: see [`LISTENER_MARK`].)
+pub fn pair_option(level: i32, name: i32) -> bool {
+    level == libc::SOL_SOCKET
+        && matches!(
+            name,
+            libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | libc::SO_RCVLOWAT
+                | libc::SO_SNDLOWAT
+                | libc::SO_LINGER
+        )
+}
+
+/// A socket address from the bytes a program passed for it, with the kernel's errors:
+/// EINVAL when it is too short, EAFNOSUPPORT for a family other than IPv4 and IPv6. A
+/// 24-byte IPv6 address (RFC 2133's, which Linux accepts) reads as scope 0.
+pub fn parse_addr(bytes: &[u8]) -> io::Result<SocketAddr> {
+    let einval = || sys::errno_err(libc::EINVAL);
+    if bytes.len() < size_of::<libc::sa_family_t>() {
+        return Err(einval());
+    }
+    let family = libc::sa_family_t::from_ne_bytes([bytes[0], bytes[1]]) as i32;
+    let min = match family {
+        libc::AF_INET => size_of::<libc::sockaddr_in>(),
+        libc::AF_INET6 => 24,
+        _ => return Err(sys::errno_err(libc::EAFNOSUPPORT)),
+    };
+    if bytes.len() < min {
+        return Err(einval());
+    }
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = bytes.len().min(size_of::<libc::sockaddr_storage>());
+    // SAFETY: ss has room for n bytes; bytes has n.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut ss as *mut _ as *mut u8, n) };
+    // SAFETY: ss is a whole sockaddr_storage.
+    unsafe {
+        sys::sockaddr_to_std(
+            &ss as *const _ as *const libc::sockaddr,
+            size_of::<libc::sockaddr_storage>(),
+        )
+    }
+    .ok_or_else(einval)
 }
 
 /// getsockname(2).

@@ -18,6 +18,24 @@ fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// The sixth argument of this library's own socket syscalls. A sealed program's seccomp
+/// filter (`crate::seal`) lets a call on an fd that carries it go straight to the kernel:
+/// the preloaded library's plumbing (its control requests, a stack fd's own pair) must not
+/// wait for the supervisor. The mark is no secret and needs none: a call on an fd cannot
+/// reach the host's network, since no sealed process can make an AF_INET socket, and the
+/// calls that make sockets are never let through by it. Calls that take six arguments
+/// (sendto, recvfrom) are let through when they carry no address instead.
+pub const SEAL_MARK: libc::c_long = 0x7664_735f_7365_616c; // "vds_seal"
+
+/// A socket syscall of the library's plumbing, marked with [`SEAL_MARK`].
+///
+/// # Safety
+/// As the syscall `nr` with arguments `a`.
+unsafe fn marked(nr: libc::c_long, a: [libc::c_long; 5]) -> libc::c_long {
+    // SAFETY: as the caller promises; the sixth argument is unused by these syscalls.
+    unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], SEAL_MARK) }
+}
+
 /// Returns `Err(errno)` as an `io::Error`.
 pub fn errno_err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
@@ -91,7 +109,12 @@ pub fn path_addr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc:
 /// bind(2) of an AF_UNIX socket (not interposed).
 pub fn bind_unix(fd: RawFd, sun: &libc::sockaddr_un, len: libc::socklen_t) -> io::Result<()> {
     // SAFETY: sun is a valid sockaddr_un of at least len bytes.
-    cvt(unsafe { libc::syscall(libc::SYS_bind, fd, sun as *const _, len) })?;
+    cvt(unsafe {
+        marked(
+            libc::SYS_bind,
+            [fd as _, sun as *const _ as _, len as _, 0, 0],
+        )
+    })?;
     Ok(())
 }
 
@@ -99,7 +122,12 @@ pub fn bind_unix(fd: RawFd, sun: &libc::sockaddr_un, len: libc::socklen_t) -> io
 pub fn connect_unix(fd: RawFd, sun: &libc::sockaddr_un, len: libc::socklen_t) -> io::Result<()> {
     loop {
         // SAFETY: sun is a valid sockaddr_un of at least len bytes.
-        match cvt(unsafe { libc::syscall(libc::SYS_connect, fd, sun as *const _, len) }) {
+        match cvt(unsafe {
+            marked(
+                libc::SYS_connect,
+                [fd as _, sun as *const _ as _, len as _, 0, 0],
+            )
+        }) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             r => return r.map(drop),
         }
@@ -132,7 +160,12 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn bind_abstract(fd: RawFd, name: &[u8]) -> io::Result<()> {
     let (sun, len) = abstract_addr(name)?;
     // SAFETY: sun is a valid sockaddr_un of length len.
-    cvt(unsafe { libc::syscall(libc::SYS_bind, fd, &sun as *const _, len) })?;
+    cvt(unsafe {
+        marked(
+            libc::SYS_bind,
+            [fd as _, &sun as *const _ as _, len as _, 0, 0],
+        )
+    })?;
     Ok(())
 }
 
@@ -141,7 +174,12 @@ pub fn connect_abstract(fd: RawFd, name: &[u8]) -> io::Result<()> {
     let (sun, len) = abstract_addr(name)?;
     loop {
         // SAFETY: sun is a valid sockaddr_un of length len.
-        let r = unsafe { libc::syscall(libc::SYS_connect, fd, &sun as *const _, len) };
+        let r = unsafe {
+            marked(
+                libc::SYS_connect,
+                [fd as _, &sun as *const _ as _, len as _, 0, 0],
+            )
+        };
         match cvt(r) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other.map(drop),
@@ -156,7 +194,18 @@ pub fn peer_abstract_name(fd: RawFd) -> Option<Vec<u8>> {
     let mut sun: libc::sockaddr_un = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: sun and len are valid for the kernel to write.
-    let r = unsafe { libc::syscall(libc::SYS_getpeername, fd, &mut sun as *mut _, &mut len) };
+    let r = unsafe {
+        marked(
+            libc::SYS_getpeername,
+            [
+                fd as _,
+                &mut sun as *mut _ as _,
+                &mut len as *mut _ as _,
+                0,
+                0,
+            ],
+        )
+    };
     if r < 0 || sun.sun_family != libc::AF_UNIX as libc::sa_family_t {
         return None;
     }
@@ -170,19 +219,22 @@ pub fn peer_abstract_name(fd: RawFd) -> Option<Vec<u8>> {
 /// listen(2).
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: integer arguments only.
-    cvt(unsafe { libc::syscall(libc::SYS_listen, fd, backlog) }).map(drop)
+    cvt(unsafe { marked(libc::SYS_listen, [fd as _, backlog as _, 0, 0, 0]) }).map(drop)
 }
 
 /// accept4(2) without the peer address, close-on-exec and nonblocking.
 pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: NULL address pointers are allowed.
     let r = cvt(unsafe {
-        libc::syscall(
+        marked(
             libc::SYS_accept4,
-            fd,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            [
+                fd as _,
+                std::ptr::null_mut::<libc::sockaddr>() as _,
+                std::ptr::null_mut::<libc::socklen_t>() as _,
+                (libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as _,
+                0,
+            ],
         )
     })?;
     // SAFETY: fresh descriptor.
@@ -192,7 +244,7 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
 /// shutdown(2).
 pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
     // SAFETY: integer arguments only.
-    cvt(unsafe { libc::syscall(libc::SYS_shutdown, fd, how) }).map(drop)
+    cvt(unsafe { marked(libc::SYS_shutdown, [fd as _, how as _, 0, 0, 0]) }).map(drop)
 }
 
 /// Sends one message with optional descriptors (SCM_RIGHTS), never raising SIGPIPE.
@@ -225,8 +277,18 @@ pub fn send_msg(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     }
     loop {
         // SAFETY: msg and everything it points to live across the call.
-        let r =
-            unsafe { libc::syscall(libc::SYS_sendmsg, fd, &msg as *const _, libc::MSG_NOSIGNAL) };
+        let r = unsafe {
+            marked(
+                libc::SYS_sendmsg,
+                [
+                    fd as _,
+                    &msg as *const _ as _,
+                    libc::MSG_NOSIGNAL as _,
+                    0,
+                    0,
+                ],
+            )
+        };
         match cvt(r) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other.map(|n| n as usize),
@@ -306,11 +368,15 @@ fn recv_with_fds(
     let n = loop {
         // SAFETY: msg points at live buffers of the given sizes.
         let r = unsafe {
-            libc::syscall(
+            marked(
                 libc::SYS_recvmsg,
-                fd,
-                &mut msg as *mut _,
-                libc::MSG_CMSG_CLOEXEC | flags,
+                [
+                    fd as _,
+                    &mut msg as *mut _ as _,
+                    (libc::MSG_CMSG_CLOEXEC | flags) as _,
+                    0,
+                    0,
+                ],
             )
         };
         match cvt(r) {
@@ -346,13 +412,33 @@ pub fn no_linger(fd: RawFd) -> io::Result<()> {
     };
     // SAFETY: l lives across the call; its size is passed.
     cvt(unsafe {
-        libc::syscall(
+        marked(
             libc::SYS_setsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger,
-            size_of::<libc::linger>() as libc::socklen_t,
+            [
+                fd as _,
+                libc::SOL_SOCKET as _,
+                libc::SO_LINGER as _,
+                &l as *const libc::linger as _,
+                size_of::<libc::linger>() as libc::socklen_t as _,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// Sets SO_LINGER.
+pub fn set_linger(fd: RawFd, l: &libc::linger) -> io::Result<()> {
+    // SAFETY: l lives across the call; its size is passed.
+    cvt(unsafe {
+        marked(
+            libc::SYS_setsockopt,
+            [
+                fd as _,
+                libc::SOL_SOCKET as _,
+                libc::SO_LINGER as _,
+                l as *const libc::linger as _,
+                size_of::<libc::linger>() as _,
+            ],
         )
     })
     .map(drop)
@@ -381,13 +467,15 @@ pub fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
     let mut len = size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: cred and len are valid for the kernel to write.
     cvt(unsafe {
-        libc::syscall(
+        marked(
             libc::SYS_getsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _,
-            &mut len,
+            [
+                fd as _,
+                libc::SOL_SOCKET as _,
+                libc::SO_PEERCRED as _,
+                &mut cred as *mut _ as _,
+                &mut len as *mut _ as _,
+            ],
         )
     })?;
     Ok(cred)
@@ -397,13 +485,15 @@ pub fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
 pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: value lives across the call; its size is passed.
     cvt(unsafe {
-        libc::syscall(
+        marked(
             libc::SYS_setsockopt,
-            fd,
-            level,
-            name,
-            &value as *const i32,
-            size_of::<i32>() as libc::socklen_t,
+            [
+                fd as _,
+                level as _,
+                name as _,
+                &value as *const i32 as _,
+                size_of::<i32>() as libc::socklen_t as _,
+            ],
         )
     })
     .map(drop)
@@ -415,13 +505,15 @@ pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     let mut len = size_of::<i32>() as libc::socklen_t;
     // SAFETY: value and len live across the call; len says how big value is.
     cvt(unsafe {
-        libc::syscall(
+        marked(
             libc::SYS_getsockopt,
-            fd,
-            level,
-            name,
-            &mut value as *mut i32,
-            &mut len,
+            [
+                fd as _,
+                level as _,
+                name as _,
+                &mut value as *mut i32 as _,
+                &mut len as *mut _ as _,
+            ],
         )
     })?;
     Ok(value)
@@ -613,11 +705,15 @@ pub fn send_vec(fd: RawFd, parts: &[&[u8]], flags: i32) -> io::Result<usize> {
     loop {
         // SAFETY: msg points at iovecs over live buffers.
         let r = unsafe {
-            libc::syscall(
+            marked(
                 libc::SYS_sendmsg,
-                fd,
-                &msg as *const _,
-                flags | libc::MSG_NOSIGNAL,
+                [
+                    fd as _,
+                    &msg as *const _ as _,
+                    (flags | libc::MSG_NOSIGNAL) as _,
+                    0,
+                    0,
+                ],
             )
         };
         match cvt(r) {
@@ -642,7 +738,12 @@ pub fn recv_vec(fd: RawFd, parts: &mut [&mut [u8]], flags: i32) -> io::Result<us
     msg.msg_iovlen = iov.len();
     loop {
         // SAFETY: msg points at iovecs over live, writable buffers.
-        let r = unsafe { libc::syscall(libc::SYS_recvmsg, fd, &mut msg as *mut _, flags) };
+        let r = unsafe {
+            marked(
+                libc::SYS_recvmsg,
+                [fd as _, &mut msg as *mut _ as _, flags as _, 0, 0],
+            )
+        };
         match cvt(r) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other.map(|n| n as usize),

@@ -44,8 +44,17 @@ enum Cmd {
         net: String,
     },
     /// Runs PROGRAM (and everything it starts) inside one private stack: its AF_INET and
-    /// AF_INET6 sockets live there, through libvdestack.so preloaded. The stack lives in this
-    /// process and ends when PROGRAM does; `run` exits with PROGRAM's status.
+    /// AF_INET6 sockets live there. The stack lives in this process and ends when PROGRAM
+    /// does; `run` exits with PROGRAM's status.
+    ///
+    /// PROGRAM is sealed: libvdestack.so is preloaded for libc's socket calls, and a seccomp
+    /// filter (no privileges needed: no_new_privs) sends the calls that bypass libc (static
+    /// and Go programs, raw syscalls) to a supervisor in this process, which answers them
+    /// from the same stack. Nothing inside reaches the host's network: packet, netlink, raw
+    /// and the other network families fail (EAFNOSUPPORT), io_uring fails (ENOSYS), AF_UNIX
+    /// works. Fds PROGRAM inherits stay what they are. Sealing needs Linux 5.9; where it is
+    /// unavailable, `run` says so and runs with LD_PRELOAD alone, unless --seal.
+    #[command(verbatim_doc_comment)]
     Run(run::RunArgs),
 }
 

@@ -3,13 +3,17 @@
 //! This process creates the stack (its engine thread serves it) and starts the program with
 //! libvdestack.so preloaded and the stack's name and its engine's key in the environment;
 //! the library makes that stack the default for every process of the program's tree, which
-//! keeps it across exec and a change of uid.
+//! keeps it across exec and a change of uid. The program is sealed too (`src/seal`):
+//! a seccomp filter sends the socket calls that bypass the library (static and Go programs,
+//! raw syscalls) to a supervisor thread of this process.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use vdestack::internal::seal::{self, Outcome, Seal};
 use vdestack::Stack;
 
 /// Arguments of `vdestack run`.
@@ -44,6 +48,13 @@ pub struct RunArgs {
     /// (also mac=, mtu=; repeatable).
     #[arg(long)]
     conf: Vec<String>,
+    /// Fail rather than run the program unsealed where sealing is not available.
+    #[arg(long, conflicts_with = "no_seal")]
+    seal: bool,
+    /// Do not seal: only libc programs' sockets are the stack's (LD_PRELOAD); static and Go
+    /// programs and raw syscalls reach the host's network.
+    #[arg(long)]
+    no_seal: bool,
     /// Capture the link's frames, both ways, into FILE (pcapng: tcpdump -r FILE, Wireshark),
     /// from before the configuration (a DHCP exchange included) until the stack ends.
     #[arg(long, value_name = "FILE")]
@@ -83,8 +94,8 @@ pub fn run(a: RunArgs) -> Result<i32> {
     // The terminal's ^C goes to the program; this process waits for it to end.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let status = Command::new(&a.program[0])
-        .args(&a.program[1..])
+    let mut cmd = Command::new(&a.program[0]);
+    cmd.args(&a.program[1..])
         .env("LD_PRELOAD", preload)
         .env(
             "VDESTACK_CTL",
@@ -95,9 +106,48 @@ pub fn run(a: RunArgs) -> Result<i32> {
             vdestack::internal::control::key::ENV_KEY,
             vdestack::internal::control::key::to_hex(&key),
         )
-        .env_remove("VDESTACK_NET")
-        .status()
-        .with_context(|| format!("starting {}", a.program[0]))?;
+        .env_remove("VDESTACK_NET");
+    let mut supervision = None;
+    if !a.no_seal {
+        match seal::supported() {
+            Ok(()) => {
+                let s = Seal::new(a.seal).context("preparing the seal")?;
+                // SAFETY: the hook makes raw syscalls only (no allocation, no lock), as a
+                // child of a threaded process must between fork and exec.
+                unsafe { cmd.pre_exec(s.child_hook()) };
+                // Yama's ptrace_scope 1 lets the supervisor read only its descendants'
+                // fds and memory: a program that daemonizes stays one, reparented here
+                // rather than to init. (Its zombies wait for this process to end.)
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+                let attached = Stack::attach(stack.ctl().clone(), stack.id());
+                supervision = Some(s.supervise(attached).context("starting the supervisor")?);
+            }
+            Err(why) if a.seal => bail!("cannot seal the program: {why}"),
+            Err(why) => unsealed(&why),
+        }
+    }
+    let spawned = cmd.spawn();
+    let outcome = supervision.as_mut().map(|s| s.started());
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => match outcome {
+            Some(Outcome::Unsealed(why)) if a.seal => bail!("cannot seal the program: {why}"),
+            _ => return Err(e).with_context(|| format!("starting {}", a.program[0])),
+        },
+    };
+    match outcome {
+        Some(Outcome::Unsealed(why)) => unsealed(&why),
+        Some(Outcome::Broken(why)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("sealing failed: {why}");
+        }
+        _ => {}
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", a.program[0]))?;
     // What the program wrote just before it exited is still on its way: let it go out (and
     // its connections close) before the stack goes with this process.
     stack.linger(std::time::Duration::from_secs(1));
@@ -105,6 +155,15 @@ pub fn run(a: RunArgs) -> Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Says that the program runs without the seal, and what that means.
+fn unsealed(why: &str) {
+    eprintln!(
+        "vdestack: not sealed ({why}): running with LD_PRELOAD only; static and Go programs \
+         and raw socket syscalls will reach the host's network (--seal makes this an error, \
+         --no-seal silences it)"
+    );
 }
 
 /// Turns a `--conf` string into configuration commands.

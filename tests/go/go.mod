@@ -1,0 +1,3 @@
+module sealgo
+
+go 1.19
