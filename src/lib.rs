@@ -50,6 +50,9 @@ mod bridge;
 mod config;
 mod control;
 mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod log;
 pub mod net;

@@ -125,7 +125,12 @@ fn parse_hosts(text: &str) -> Vec<(IpAddr, Vec<String>)> {
 /// Asks the servers in turn for `ty` records of `name`.
 fn query(stack: &Stack, servers: &[IpAddr], name: &str, ty: TYPE) -> io::Result<Vec<IpAddr>> {
     let reply = exchange(stack, servers, name, ty.into(), CLASS::IN.into())?;
-    let p = Packet::parse(&reply)
+    answers(&reply, name, ty)
+}
+
+/// The addresses of type `ty` a nameserver's reply gives for `name`.
+pub(crate) fn answers(reply: &[u8], name: &str, ty: TYPE) -> io::Result<Vec<IpAddr>> {
+    let p = Packet::parse(reply)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad DNS reply"))?;
     match p.rcode() {
         RCODE::NoError => Ok(p

@@ -103,6 +103,27 @@ fn error_paths_have_ips_statuses() {
             2,
             "RTNETLINK answers: File exists",
         ),
+        // smoltcp panicked on these (found by fuzzing), and kept the address.
+        (
+            "ip -6 addr add ff00:: dev vde0",
+            2,
+            "Error: ipv6: Cannot assign multicast address without \"IFA_F_MCAUTOJOIN\" flag.",
+        ),
+        (
+            "ip addr add :: dev vde0",
+            2,
+            "Error: ipv6: Invalid address.",
+        ),
+        (
+            "ip addr add 224.0.0.1/4 dev vde0",
+            2,
+            "RTNETLINK answers: Cannot assign requested address",
+        ),
+        (
+            "ip addr add 255.255.255.255 dev vde0",
+            2,
+            "RTNETLINK answers: Cannot assign requested address",
+        ),
         (
             "ip addr del 10.0.0.77/24 dev vde0",
             2,
@@ -151,6 +172,10 @@ fn error_paths_have_ips_statuses() {
     // None of that changed what was configured.
     assert!(out(&s, "ip addr").contains("inet 10.0.0.1/24"));
     assert!(out(&s, "ip route").contains("10.9.0.0/16 via 10.0.0.9 dev vde0"));
+    assert!(!out(&s, "ip addr").contains("ff00::"));
+    // And addresses can still be added (a panic left the bad one behind, and every later
+    // change panicked).
+    s.cmd("ip -6 addr add fc00::5/64 dev vde0").unwrap();
 }
 
 #[test]

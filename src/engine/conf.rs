@@ -188,6 +188,9 @@ fn addr_add(st: &mut NetStack, dev: &str, addr: IpAddr, prefix: u8) -> Result<()
         };
     }
     check_dev(st, dev)?;
+    if let Some(e) = unassignable(addr) {
+        return Err(e);
+    }
     let iface = st.iface.as_mut().expect("checked");
     if iface
         .ip_addrs()
@@ -203,6 +206,25 @@ fn addr_add(st: &mut NetStack, dev: &str, addr: IpAddr, prefix: u8) -> Result<()
     }
     st.sync_lo_addrs();
     Ok(())
+}
+
+/// Why an interface cannot have `addr`, if it cannot. smoltcp takes unicast addresses only
+/// (it panics on others, and keeps them: every later change panicked too). Linux refuses the
+/// IPv6 ones too, with these messages; it takes IPv4 multicast and broadcast, we cannot.
+fn unassignable(addr: IpAddr) -> Option<CmdError> {
+    match addr {
+        IpAddr::V6(a) if a.is_multicast() => Some(CmdError::new(
+            2,
+            "Error: ipv6: Cannot assign multicast address without \"IFA_F_MCAUTOJOIN\" flag.",
+        )),
+        IpAddr::V6(a) if a.is_unspecified() => {
+            Some(CmdError::new(2, "Error: ipv6: Invalid address."))
+        }
+        IpAddr::V4(a) if a.is_multicast() || a.is_broadcast() => {
+            Some(CmdError::rtnetlink("Cannot assign requested address"))
+        }
+        _ => None,
+    }
 }
 
 fn addr_del(

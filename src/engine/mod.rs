@@ -10,6 +10,8 @@ mod conf;
 mod ctl;
 pub mod device;
 pub mod ending;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod neighbor;
 mod opener;
 mod ops;
@@ -57,6 +59,16 @@ struct Readiness {
     hup: bool,
 }
 
+impl Readiness {
+    fn of(ev: &mio::event::Event) -> Readiness {
+        Readiness {
+            rd: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+            wr: ev.is_writable() || ev.is_error(),
+            hup: ev.is_write_closed(),
+        }
+    }
+}
+
 /// Shared pieces the request handlers and bridges need besides the stack itself.
 pub struct Ctx<'a> {
     pub registry: &'a mio::Registry,
@@ -92,6 +104,10 @@ impl Ctx<'_> {
     /// Makes a socketpair for socket `id` of `ty`, binds the engine end to the socket's
     /// name, and returns (engine end, application end, the application end's identity).
     pub fn pair(&mut self, id: u64, ty: i32) -> io::Result<(OwnedFd, OwnedFd, sock::FileId)> {
+        #[cfg(feature = "fuzzing")]
+        if let Some(kept) = fuzz::take_pair(id, ty) {
+            return Ok(kept);
+        }
         let (mine, theirs) = sys::socketpair(ty)?;
         let app = sys::file_id(theirs.as_raw_fd())?;
         sys::bind_abstract(mine.as_raw_fd(), &control::sock_name(self.name, id))?;
@@ -251,11 +267,7 @@ impl Engine {
             }
             for ev in events.iter() {
                 let t = ev.token().0;
-                let ready = Readiness {
-                    rd: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    wr: ev.is_writable() || ev.is_error(),
-                    hup: ev.is_write_closed(),
-                };
+                let ready = Readiness::of(ev);
                 // A panic here must not kill the engine and every socket with it.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.event(t, ready, &mut work)

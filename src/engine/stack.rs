@@ -143,6 +143,12 @@ impl NetStack {
         seed: u64,
         background: link::Background,
     ) -> io::Result<NetStack> {
+        let link = link::open(vnl, wake, background)?;
+        Ok(NetStack::on_link(id, link, ifname, seed))
+    }
+
+    /// Creates a stack on a link already open (None: loopback only).
+    pub fn on_link(id: u32, mut link: Option<Box<dyn Link>>, ifname: &str, seed: u64) -> NetStack {
         let now = Instant::now();
         let mut lo = Loopback::default();
         let mut lo_iface = Interface::new(Config::new(HardwareAddress::Ip), &mut lo, now);
@@ -150,7 +156,6 @@ impl NetStack {
             let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
             let _ = a.push(IpCidr::new(IpAddress::Ipv6(Ipv6Addr::LOCALHOST), 128));
         });
-        let mut link = link::open(vnl, wake, background)?;
         let mut frame = Vec::new();
         let mut held = Default::default();
         // As Linux gives a new NIC: 1500 on Ethernet, the link's own size where it is smaller
@@ -172,7 +177,7 @@ impl NetStack {
                 now,
             )
         });
-        Ok(NetStack {
+        NetStack {
             id,
             ifname: ifname.to_string(),
             link,
@@ -200,7 +205,7 @@ impl NetStack {
             link_token: None,
             link_rd: true,
             link_wr: false,
-        })
+        }
     }
 
     /// A new socket id, never used before in this stack.

@@ -283,7 +283,8 @@ fn answer(asked: Asked) -> io::Result<(OwnedFd, OwnedFd)> {
     r.map(|()| (asked.ctl, asked.data))
 }
 
-fn connect_port(ctl: &OwnedFd, data: &OwnedFd) -> io::Result<()> {
+/// Reads the switch's answer on `ctl` and connects `data` to the port it names.
+pub(crate) fn connect_port(ctl: &OwnedFd, data: &OwnedFd) -> io::Result<()> {
     if sys::poll_one(ctl.as_raw_fd(), libc::POLLIN, WAIT_MS)? == 0 {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,

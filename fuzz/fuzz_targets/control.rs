@@ -1,0 +1,8 @@
+#![no_main]
+//! Fuzz target `control`: see `vdestack::fuzzing`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    vdestack::fuzzing::run("control", data);
+});

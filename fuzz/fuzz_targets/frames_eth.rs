@@ -1,0 +1,8 @@
+#![no_main]
+//! Fuzz target `frames_eth`: see `vdestack::fuzzing`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    vdestack::fuzzing::run("frames_eth", data);
+});
