@@ -234,7 +234,8 @@ impl Socket<'_> {
     /// rule 1) if the congestion window has room for it, or, for a tail loss probe with
     /// no new data to send, the highest segment not SACKed.
     pub(super) fn loss_retransmit(&self) -> Option<(TcpSeqNumber, usize)> {
-        if !self.sack_recovery_active() {
+        // A zero window is the zero-window probe's (as NewReno's partial ACK, patch 2).
+        if !self.sack_recovery_active() || self.remote_win_len == 0 {
             return None;
         }
         if let Some((seq, len)) = self.loss.board.next_lost()
