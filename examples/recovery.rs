@@ -5,7 +5,8 @@
 //! cargo run --release --example recovery [-- MIB [CELL...]]
 //!
 //! A cell is the impairment in brackets, e.g. `loss=2%` or `delay=10ms/loss=0.5%`; the
-//! default is the grid loss {0.5%, 2%} × delay {0, 10 ms}.
+//! default is the grid loss {0.5%, 2%} × delay {0, 10 ms}. With VDESTACK_RECOVERY_NETS="A B"
+//! the stacks are on locators A and B instead (the cell is only a label).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -31,7 +32,19 @@ impl Data {
 
 fn measure(cell: &str, mib: usize, net: u8) -> Result<(f64, String)> {
     let seg = format!("recovery{net}-{}", std::process::id());
+    // VDESTACK_RECOVERY_NETS="A B": the two stacks' locators instead of a mem:// segment
+    // (e.g. two vde_switches joined by wirefilter; the cell is then only a label).
+    let nets = std::env::var("VDESTACK_RECOVERY_NETS").ok();
     let link = |seed: u32| {
+        if let Some(nets) = &nets {
+            let mut it = nets.split_whitespace();
+            let (a, b) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            return if seed == 1 {
+                a.to_string()
+            } else {
+                b.to_string()
+            };
+        }
         let p = if cell.is_empty() {
             "mtu=1500".to_string()
         } else {
@@ -119,7 +132,10 @@ fn main() -> Result<()> {
             }
         }
     }
-    println!("{:<28} {:>10}  sender's repairs", "impairment (each way)", "MB/s");
+    println!(
+        "{:<28} {:>10}  sender's repairs",
+        "impairment (each way)", "MB/s"
+    );
     for (i, cell) in cells.iter().enumerate() {
         let (mbps, repair) = measure(cell, mib, i as u8)?;
         let name = if cell.is_empty() { "none" } else { cell };

@@ -78,7 +78,18 @@ fn sack_recovery_against_linux_at_2_percent_loss_each_way() {
     router.move_link(&dev);
     router.ip(&["link", "set", "dev", &dev, "up"]);
     router.ip(&["addr", "add", "10.217.0.1/24", "dev", &dev]);
-    router.ip(&["link", "add", "vr", "type", "veth", "peer", "name", "vk", "netns", ns.name()]);
+    router.ip(&[
+        "link",
+        "add",
+        "vr",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vk",
+        "netns",
+        ns.name(),
+    ]);
     router.ip(&["link", "set", "dev", "vr", "up"]);
     router.ip(&["addr", "add", "10.217.1.1/24", "dev", "vr"]);
     // One segment per frame on the kernel's side, so that a drop is a segment's.
@@ -162,16 +173,24 @@ fn sack_recovery_against_linux_at_2_percent_loss_each_way() {
         "8 MiB each way at 2% loss each way in {:.1} s; kernel: {}; stack: {}",
         elapsed.as_secs_f64(),
         report.trim(),
-        ss.lines().find(|l| l.contains("loss repair")).unwrap_or("?")
+        ss.lines()
+            .find(|l| l.contains("loss repair"))
+            .unwrap_or("?")
     );
-    assert!(report.starts_with("sack True"), "SACK not negotiated: {report}");
+    assert!(
+        report.starts_with("sack True"),
+        "SACK not negotiated: {report}"
+    );
     // The kernel lost segments too, and our SACK blocks led its repairs.
     let kernel_retrans: u32 = report
         .split_whitespace()
         .last()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("kernel report: {report}"));
-    assert!(kernel_retrans > 10, "the kernel's segments were not lost: {report}");
+    assert!(
+        kernel_retrans > 10,
+        "the kernel's segments were not lost: {report}"
+    );
 
     // The stack's repairs: by SACK recovery (RFC 6675, RACK), timeouts few.
     let line = ss
@@ -179,7 +198,10 @@ fn sack_recovery_against_linux_at_2_percent_loss_each_way() {
         .find(|l| l.starts_with("TCP loss repair:"))
         .unwrap_or_else(|| panic!("no loss repair line in ss -s:\n{ss}"));
     let count = |what: &str| -> u32 {
-        let at = line.find(what).unwrap_or_else(|| panic!("{what} in {line}")) + what.len();
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"))
+            + what.len();
         line[at..]
             .trim_start()
             .split(|c: char| !c.is_ascii_digit())

@@ -455,6 +455,7 @@ fn summary(st: &NetStack, out: &mut String) {
             repair.retransmits += l.retransmits;
             repair.recoveries += l.recoveries;
             repair.probes += l.probes;
+            repair.dsacks += l.dsacks;
             match sock.state() {
                 State::Established => estab += 1,
                 State::TimeWait => timewait += 1,
@@ -472,8 +473,8 @@ fn summary(st: &NetStack, out: &mut String) {
     // How the open connections repaired losses (SACK recovery, probes, or timeouts).
     let _ = writeln!(
         out,
-        "TCP loss repair: timeouts {}, retransmits {}, recoveries {}, probes {}",
-        repair.timeouts, repair.retransmits, repair.recoveries, repair.probes
+        "TCP loss repair: timeouts {}, retransmits {}, recoveries {}, probes {}, dsacks {}",
+        repair.timeouts, repair.retransmits, repair.recoveries, repair.probes, repair.dsacks
     );
     let _ = writeln!(
         out,

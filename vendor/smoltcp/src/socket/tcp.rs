@@ -2992,9 +2992,9 @@ impl<'a> Socket<'a> {
                 delayed_ack_poll_at,
                 loss_poll_at,
             ]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }

@@ -79,14 +79,23 @@ impl Rack {
         if !self.reordering_seen && (in_recovery || sacked_segments >= DUP_THRESH) {
             return Duration::ZERO;
         }
+        // A frame that overtook others also gives a round trip far below the path's; an
+        // eighth of the smoothed RTT bounds the step from below, so that D-SACKs can widen
+        // the window up to the SRTT (RFC 8985's cap) on such a path.
         let min_rtt = self.min_rtt.unwrap_or(Duration::ZERO);
-        (min_rtt / 4 * self.reo_wnd_mult.max(1)).min(srtt)
+        let step = (min_rtt / 4).max(srtt / 8);
+        (step * self.reo_wnd_mult.max(1)).min(srtt)
     }
 
     /// RFC 8985 6.2 step 5: deem lost the segments sent before the newest delivered one
     /// whose reordering window has passed; arm the reordering timer for the others.
     /// Returns how many were newly deemed lost.
-    pub fn detect_loss(&mut self, now: Instant, board: &mut Scoreboard, reo_wnd: Duration) -> usize {
+    pub fn detect_loss(
+        &mut self,
+        now: Instant,
+        board: &mut Scoreboard,
+        reo_wnd: Duration,
+    ) -> usize {
         self.reorder_at = None;
         let Some((newest_at, newest_end)) = self.newest else {
             return 0;
@@ -157,7 +166,11 @@ mod test {
     fn sacked_fourth() -> (Rack, Scoreboard) {
         let mut board = Scoreboard::default();
         for i in 0..4 {
-            board.on_send(at(i), TcpSeqNumber(i as i32 * 100), TcpSeqNumber(i as i32 * 100 + 100));
+            board.on_send(
+                at(i),
+                TcpSeqNumber(i as i32 * 100),
+                TcpSeqNumber(i as i32 * 100 + 100),
+            );
         }
         let mut rack = Rack::default();
         board.on_ack(
@@ -179,8 +192,14 @@ mod test {
         // The first segment's window ended at 0 + 10 + 2.5 ms; the third's ends at 14.5.
         assert_eq!(rack.detect_loss(at(13), &mut board, reo), 1);
         assert_eq!(rack.reorder_at, Some(Instant::from_micros(14_500)));
-        assert_eq!(rack.detect_loss(Instant::from_micros(14_499), &mut board, reo), 1);
-        assert_eq!(rack.detect_loss(Instant::from_micros(14_500), &mut board, reo), 1);
+        assert_eq!(
+            rack.detect_loss(Instant::from_micros(14_499), &mut board, reo),
+            1
+        );
+        assert_eq!(
+            rack.detect_loss(Instant::from_micros(14_500), &mut board, reo),
+            1
+        );
         assert_eq!(rack.reorder_at, None);
         assert_eq!(board.next_lost(), Some((TcpSeqNumber(0), 100)));
     }
@@ -206,7 +225,10 @@ mod test {
             Duration::from_micros(2500)
         );
         rack.on_dsack();
-        assert_eq!(rack.reo_wnd(true, 3, Duration::from_millis(10)), Duration::from_millis(5));
+        assert_eq!(
+            rack.reo_wnd(true, 3, Duration::from_millis(10)),
+            Duration::from_millis(5)
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct LossStats {
     pub recoveries: u32,
     /// Tail loss probes sent.
     pub probes: u32,
+    /// D-SACKs received: resends the peer already had (needless; reordering widens RACK's
+    /// window for them).
+    pub dsacks: u32,
 }
 
 /// The sender's loss recovery state, and the receiver's SACK history.
@@ -103,14 +106,18 @@ impl Socket<'_> {
             Some(_) => self.local_rx_last_seq,
             None => None,
         };
-        self.loss
-            .rx
-            .blocks(&self.assembler, ack, last_seq, dsack)
+        self.loss.rx.blocks(&self.assembler, ack, last_seq, dsack)
     }
 
     /// Hook: an ACK was taken in; the cumulative ACK is `ack` (now `local_seq_no`),
     /// `advanced` whether it moved.
-    pub(super) fn loss_on_ack(&mut self, now: Instant, ack: TcpSeqNumber, repr: &TcpRepr, advanced: bool) {
+    pub(super) fn loss_on_ack(
+        &mut self,
+        now: Instant,
+        ack: TcpSeqNumber,
+        repr: &TcpRepr,
+        advanced: bool,
+    ) {
         if !self.remote_has_sack {
             return;
         }
@@ -124,6 +131,7 @@ impl Socket<'_> {
             });
         if info.dsack {
             rack.on_dsack();
+            self.loss.stats.dsacks += 1;
         }
         if advanced {
             self.loss.rto_streak = 0;
@@ -158,7 +166,10 @@ impl Socket<'_> {
             self.loss.board.sacked_segments(),
             srtt,
         );
-        let lost = self.loss.rack.detect_loss(now, &mut self.loss.board, reo_wnd);
+        let lost = self
+            .loss
+            .rack
+            .detect_loss(now, &mut self.loss.board, reo_wnd);
         if lost > 0 && self.loss.recover.is_none() {
             self.loss_enter_recovery(now);
         }
@@ -180,7 +191,9 @@ impl Socket<'_> {
         let srtt = self.srtt();
         let flight = self.flight_size();
         match srtt {
-            Some(srtt) if self.sack_recovery_active() && self.loss.recover.is_none() && flight > 0 => {
+            Some(srtt)
+                if self.sack_recovery_active() && self.loss.recover.is_none() && flight > 0 =>
+            {
                 let rto_at = match self.timer {
                     Timer::Retransmit { expires_at } => Some(expires_at),
                     _ => None,

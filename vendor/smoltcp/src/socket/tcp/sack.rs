@@ -323,7 +323,11 @@ mod test {
     fn board(segments: i32) -> Scoreboard {
         let mut b = Scoreboard::default();
         for i in 0..segments {
-            b.on_send(Instant::from_millis(i as i64), seq(i * 100), seq(i * 100 + 100));
+            b.on_send(
+                Instant::from_millis(i as i64),
+                seq(i * 100),
+                seq(i * 100 + 100),
+            );
         }
         b
     }

@@ -113,6 +113,9 @@ mod test {
             [Some((900, 950)), Some((1100, 1110)), None]
         );
         // The D-SACK block is not repeated.
-        assert_eq!(h.blocks(&a, ack, None, None), [Some((1100, 1110)), None, None]);
+        assert_eq!(
+            h.blocks(&a, ack, None, None),
+            [Some((1100, 1110)), None, None]
+        );
     }
 }

@@ -5,12 +5,18 @@ use super::*;
 
 /// A SACK block of our sent data, octets `left..right` after the SYN.
 fn block(left: usize, right: usize) -> Option<(u32, u32)> {
-    Some(((LOCAL_SEQ + 1 + left).0 as u32, (LOCAL_SEQ + 1 + right).0 as u32))
+    Some((
+        (LOCAL_SEQ + 1 + left).0 as u32,
+        (LOCAL_SEQ + 1 + right).0 as u32,
+    ))
 }
 
 /// A SACK block of the peer's data, octets `left..right` after its SYN.
 fn rblock(left: usize, right: usize) -> Option<(u32, u32)> {
-    Some(((REMOTE_SEQ + 1 + left).0 as u32, (REMOTE_SEQ + 1 + right).0 as u32))
+    Some((
+        (REMOTE_SEQ + 1 + left).0 as u32,
+        (REMOTE_SEQ + 1 + right).0 as u32,
+    ))
 }
 
 /// An established socket whose peer offered SACK (or not), 3-octet segments, a 10 ms
@@ -77,7 +83,10 @@ fn sack_repairs_three_holes_in_one_round_trip() {
     send!(s, time 1030, ack(24, [None, None, None]));
     recv_nothing!(s, time 1300);
     let stats = s.loss_stats();
-    assert_eq!((stats.recoveries, stats.retransmits, stats.timeouts), (1, 3, 0));
+    assert_eq!(
+        (stats.recoveries, stats.retransmits, stats.timeouts),
+        (1, 3, 0)
+    );
 }
 
 #[test]
