@@ -61,9 +61,9 @@ impl Socket<'_> {
         self.loss.stats
     }
 
-    /// Whether SACK recovery runs: the peer offered SACK and the scoreboard holds.
+    /// Whether SACK recovery runs: the peer offered SACK.
     pub(super) fn sack_recovery_active(&self) -> bool {
-        self.remote_has_sack && self.loss.board.usable()
+        self.remote_has_sack
     }
 
     fn srtt(&self) -> Option<Duration> {

@@ -53,12 +53,8 @@ impl Sent {
     }
 }
 
-#[cfg(feature = "alloc")]
+// The fork needs a heap already (the socket set's index); the log holds a window's segments.
 type Log = alloc::collections::VecDeque<Sent>;
-/// Without a heap, a fixed number of segments is tracked; past it SACK recovery stands aside
-/// (the scoreboard overflows) and NewReno repairs losses until the log empties.
-#[cfg(not(feature = "alloc"))]
-type Log = heapless::Deque<Sent, 64>;
 
 /// What an acknowledgement told the scoreboard.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +69,6 @@ pub(super) struct AckInfo {
 #[derive(Debug, Default)]
 pub(super) struct Scoreboard {
     log: Log,
-    /// A send could not be recorded (no heap, log full): the scoreboard is not used until
-    /// every recorded segment is acknowledged.
-    overflowed: bool,
     /// Entries SACKed or lost: while both are zero, pipe is the flight size.
     sacked: usize,
     lost: usize,
@@ -84,11 +77,6 @@ pub(super) struct Scoreboard {
 }
 
 impl Scoreboard {
-    /// Whether the scoreboard can be relied on.
-    pub fn usable(&self) -> bool {
-        !self.overflowed
-    }
-
     pub fn is_empty(&self) -> bool {
         self.log.is_empty()
     }
@@ -105,7 +93,6 @@ impl Scoreboard {
 
     pub fn clear(&mut self) {
         self.log.clear();
-        self.overflowed = false;
         self.sacked = 0;
         self.lost = 0;
         self.fack = None;
@@ -113,15 +100,6 @@ impl Scoreboard {
 
     pub fn iter(&self) -> impl Iterator<Item = &Sent> + '_ {
         self.log.iter()
-    }
-
-    fn push(&mut self, sent: Sent) {
-        #[cfg(feature = "alloc")]
-        self.log.push_back(sent);
-        #[cfg(not(feature = "alloc"))]
-        if self.log.push_back(sent).is_err() {
-            self.overflowed = true;
-        }
     }
 
     /// Record data octets `start..end` sent at `now`: new data gets entries, a resend marks
@@ -154,7 +132,7 @@ impl Scoreboard {
             fresh_from = last_end;
         }
         if fresh_from < end {
-            self.push(Sent {
+            self.log.push_back(Sent {
                 start: fresh_from,
                 end,
                 at: now,
@@ -194,7 +172,6 @@ impl Scoreboard {
             }
         }
         if self.log.is_empty() {
-            self.overflowed = false;
             self.fack = None;
         }
 
@@ -279,7 +256,7 @@ impl Scoreboard {
     /// RFC 6675 pipe: the octets estimated in the network, or `None` when it equals the
     /// flight size (nothing SACKed or lost).
     pub fn pipe(&self) -> Option<usize> {
-        if !self.has_marks() || self.overflowed {
+        if !self.has_marks() {
             return None;
         }
         Some(
@@ -293,7 +270,7 @@ impl Scoreboard {
 
     /// The first segment deemed lost and not resent since (RFC 6675 NextSeg rule 1).
     pub fn next_lost(&self) -> Option<(TcpSeqNumber, usize)> {
-        if self.lost == 0 || self.overflowed {
+        if self.lost == 0 {
             return None;
         }
         self.log
