@@ -234,70 +234,6 @@ pub fn send_msg(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     }
 }
 
-/// Receives one message and up to one passed descriptor (made close-on-exec). A descriptor
-/// the kernel could not install (the process is at its fd limit: it closes it and sets
-/// MSG_CTRUNC) is EMFILE, the message read and lost.
-pub fn recv_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    recv_msg_flags(fd, buf, 0)
-}
-
-/// recvmsg(2) with extra `flags` (MSG_DONTWAIT), as [`recv_msg`].
-pub fn recv_msg_flags(
-    fd: RawFd,
-    buf: &mut [u8],
-    flags: i32,
-) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut _,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain old data.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut _;
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
-    let n = loop {
-        // SAFETY: msg points at live buffers of the given sizes.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_recvmsg,
-                fd,
-                &mut msg as *mut _,
-                libc::MSG_CMSG_CLOEXEC | flags,
-            )
-        };
-        match cvt(r) {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => break other? as usize,
-        }
-    };
-    let mut passed = None;
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of valid headers; we walk
-    // them with the CMSG macros, which stay within that length.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
-                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                for i in 0..count {
-                    let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
-                    if passed.is_none() {
-                        passed = Some(fd);
-                    }
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if passed.is_none() && msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(errno_err(libc::EMFILE));
-    }
-    Ok((n, passed))
-}
-
 /// Fails with EMFILE when the process has no fd number free (it is at RLIMIT_NOFILE), by
 /// taking one and giving it back.
 pub fn fd_free() -> io::Result<()> {
@@ -314,6 +250,29 @@ pub fn fd_free() -> io::Result<()> {
     }
 }
 
+/// Receives one message and up to one passed descriptor (made close-on-exec). A descriptor
+/// the kernel could not install (the process is at its fd limit: it closes it and sets
+/// MSG_CTRUNC) is EMFILE, the message read and lost.
+pub fn recv_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    recv_msg_flags(fd, buf, 0)
+}
+
+/// recvmsg(2) with extra `flags` (MSG_DONTWAIT), as [`recv_msg`]. Descriptors past the first
+/// are closed.
+pub fn recv_msg_flags(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: i32,
+) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut cbuf = [0u64; 8];
+    let (n, fds, msg_flags) = recv_with_fds(fd, buf, flags, &mut cbuf)?;
+    let passed = fds.into_iter().next();
+    if passed.is_none() && msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(errno_err(libc::EMFILE));
+    }
+    Ok((n, passed))
+}
+
 /// The most fds one SCM_RIGHTS message can carry (the kernel's SCM_MAX_FD).
 const SCM_MAX_FD: usize = 253;
 
@@ -322,17 +281,28 @@ const SCM_MAX_FD: usize = 253;
 /// kernel in the caller's thread) and the message's flags (MSG_TRUNC: it was longer than
 /// `buf`). Nonblocking.
 pub fn recv_msg_untrusted(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, i32)> {
+    let mut cbuf = [0u64; (SCM_MAX_FD * 4 + 64) / 8];
+    recv_with_fds(fd, buf, libc::MSG_DONTWAIT, &mut cbuf)
+}
+
+/// recvmsg(2) into `buf` with `cbuf` as room for control data: the bytes read, every fd
+/// passed (close-on-exec) and the message's flags. Retries EINTR.
+fn recv_with_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: i32,
+    cbuf: &mut [u64],
+) -> io::Result<(usize, Vec<OwnedFd>, i32)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut _,
         iov_len: buf.len(),
     };
-    let mut cbuf = [0u64; (SCM_MAX_FD * 4 + 64) / 8];
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr() as *mut _;
-    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    msg.msg_controllen = std::mem::size_of_val(cbuf);
     let n = loop {
         // SAFETY: msg points at live buffers of the given sizes.
         let r = unsafe {
@@ -340,7 +310,7 @@ pub fn recv_msg_untrusted(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<O
                 libc::SYS_recvmsg,
                 fd,
                 &mut msg as *mut _,
-                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+                libc::MSG_CMSG_CLOEXEC | flags,
             )
         };
         match cvt(r) {
@@ -349,7 +319,8 @@ pub fn recv_msg_untrusted(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<O
         }
     };
     let mut fds = Vec::new();
-    // SAFETY: as in recv_msg_flags: the CMSG macros walk the headers the kernel wrote.
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of valid headers; we walk
+    // them with the CMSG macros, which stay within that length. Each fd is new and ours.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {

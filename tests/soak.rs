@@ -198,7 +198,7 @@ fn soak(
     let t = Instant::now();
     let mut samples = Vec::new();
     for i in 0..n {
-        if i == warm || (i > warm && (i - warm) % every == 0) {
+        if i == warm || (i > warm && (i - warm).is_multiple_of(every)) {
             samples.push(measure(i));
         }
         cycle(i);

@@ -4,6 +4,7 @@
 
 pub mod impair;
 pub mod mem;
+pub mod pending;
 pub mod retry;
 pub mod switch;
 pub mod tap;

@@ -22,8 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use std::sync::{Arc, Mutex};
-
+use super::pending::Pending;
 use super::retry::{self, Retry};
 use super::{Background, Changed, Link, Medium};
 use crate::sys;
@@ -74,11 +73,8 @@ impl std::fmt::Debug for SwitchLink {
 
 #[derive(Debug)]
 enum State {
-    /// The background job is opening the port; `wake` becomes readable when it is done.
-    Opening {
-        slot: Arc<Mutex<Slot>>,
-        wake: OwnedFd,
-    },
+    /// The background job is opening the port: (control connection, data socket).
+    Opening(Pending<(OwnedFd, OwnedFd)>),
     /// `ctl` is held for the port's life: the switch ends the port when it closes, and
     /// closes it when it dies.
     Open { ctl: OwnedFd, data: OwnedFd },
@@ -87,15 +83,6 @@ enum State {
     Waiting { timer: OwnedFd },
     /// No port, and no timer could be made to try again.
     Failed,
-}
-
-/// What the background job hands the link: (control connection, data socket).
-#[derive(Debug)]
-enum Slot {
-    Waiting,
-    Done(io::Result<(OwnedFd, OwnedFd)>),
-    /// The link was dropped first: the job's sockets are closed with it.
-    Abandoned,
 }
 
 /// A request for a port: sent, or (Err) a connection a busy switch has yet to take.
@@ -124,26 +111,15 @@ impl SwitchLink {
 
     /// Hands the wait for the switch's answer to a background job.
     fn opening(&self, req: Request) -> io::Result<State> {
-        let (wake, wake_w) = sys::pipe()?;
-        let slot = Arc::new(Mutex::new(Slot::Waiting));
-        let job_slot = slot.clone();
         let dir = self.dir.clone();
-        (self.background)(Box::new(move || {
+        let pending = Pending::start(&self.background, move || {
             let asked = match req {
                 Ok(a) => Ok(a),
                 Err(ctl) => connect_and_ask(ctl, &dir),
             };
-            let r = asked.and_then(answer);
-            let mut slot = job_slot.lock().unwrap_or_else(|p| p.into_inner());
-            if !matches!(*slot, Slot::Abandoned) {
-                *slot = Slot::Done(r);
-            }
-            drop(slot);
-            // SAFETY: one byte from a constant into the pipe we own; a full pipe already
-            // holds a wake-up, and a closed one has nobody to wake.
-            unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        }));
-        Ok(State::Opening { slot, wake })
+            asked.and_then(answer)
+        })?;
+        Ok(State::Opening(pending))
     }
 
     /// The state to wait in for the next try.
@@ -156,19 +132,10 @@ impl SwitchLink {
 
     /// The background job's outcome, if it has one.
     fn opened(&mut self) -> Option<Changed> {
-        let State::Opening { slot, .. } = &self.state else {
+        let State::Opening(pending) = &self.state else {
             return None;
         };
-        let done = {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            match std::mem::replace(&mut *slot, Slot::Waiting) {
-                Slot::Done(r) => r,
-                other => {
-                    *slot = other;
-                    return None;
-                }
-            }
-        };
+        let done = pending.take()?;
         let news;
         let next = match done {
             Ok((ctl, data)) => {
@@ -190,7 +157,7 @@ impl SwitchLink {
     fn become_(&mut self, next: State, news: Option<String>) -> Changed {
         let left = std::mem::replace(&mut self.state, next);
         let was = match &left {
-            State::Opening { wake, .. } => vec![wake.as_raw_fd()],
+            State::Opening(pending) => vec![pending.fd()],
             State::Open { ctl, data } => vec![data.as_raw_fd(), ctl.as_raw_fd()],
             State::Waiting { timer } => vec![timer.as_raw_fd()],
             State::Failed => vec![],
@@ -450,16 +417,6 @@ fn ended(ctl: &OwnedFd) -> bool {
     }
 }
 
-impl Drop for SwitchLink {
-    fn drop(&mut self) {
-        if let State::Opening { slot, .. } = &self.state {
-            // Sockets opened for nobody close here (dropped with the slot's value); a job
-            // still running drops its own.
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Abandoned;
-        }
-    }
-}
-
 impl Link for SwitchLink {
     fn medium(&self) -> Medium {
         Medium::Ethernet
@@ -471,7 +428,7 @@ impl Link for SwitchLink {
 
     fn poll_fd(&self) -> Option<RawFd> {
         match &self.state {
-            State::Opening { wake, .. } => Some(wake.as_raw_fd()),
+            State::Opening(pending) => Some(pending.fd()),
             State::Open { data, .. } => Some(data.as_raw_fd()),
             State::Waiting { timer } => Some(timer.as_raw_fd()),
             State::Failed => None,
@@ -505,7 +462,7 @@ impl Link for SwitchLink {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(()),
                 r => r.map(drop).inspect_err(|e| self.check_gone(e)),
             },
-            State::Opening { .. } => Err(io::ErrorKind::WouldBlock.into()),
+            State::Opening(_) => Err(io::ErrorKind::WouldBlock.into()),
             State::Waiting { .. } | State::Failed => Err(sys::errno_err(libc::ENETDOWN)),
         }
     }
@@ -516,7 +473,7 @@ impl Link for SwitchLink {
 
     fn poll_open(&mut self, hup: bool) -> Option<Changed> {
         match &self.state {
-            State::Opening { .. } => self.opened(),
+            State::Opening(_) => self.opened(),
             State::Open { ctl, .. } => {
                 if hup && !self.gone {
                     self.gone = ended(ctl);

@@ -5,8 +5,8 @@
 use std::ffi::{c_void, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
 
+use super::pending::Pending;
 use super::retry::{self, Retry};
 use super::{Background, Changed, Link, Medium};
 use crate::sys;
@@ -49,25 +49,14 @@ impl std::fmt::Debug for VdeLink {
 #[derive(Debug)]
 enum State {
     Open(Conn),
-    /// `vde_open` runs on an opener thread; `wake` turns readable when it is done.
-    Opening {
-        slot: Arc<Mutex<Slot>>,
-        wake: OwnedFd,
-    },
+    /// `vde_open` runs on an opener thread.
+    Opening(Pending<Conn>),
     /// Gone: `vde_open` again when `timer` expires.
     Waiting {
         timer: OwnedFd,
     },
     /// Gone, and no timer could be made to try again.
     Failed,
-}
-
-#[derive(Debug)]
-enum Slot {
-    Waiting,
-    Done(io::Result<Conn>),
-    /// The link was dropped first: the connection closes with the slot.
-    Abandoned,
 }
 
 /// An open libvdeplug connection, closed on drop.
@@ -175,7 +164,7 @@ impl VdeLink {
         let left = std::mem::replace(&mut self.state, next);
         let was = match &left {
             State::Open(c) => [Some(c.fd), c.ctl].into_iter().flatten().collect(),
-            State::Opening { wake, .. } => vec![wake.as_raw_fd()],
+            State::Opening(pending) => vec![pending.fd()],
             State::Waiting { timer } => vec![timer.as_raw_fd()],
             State::Failed => vec![],
         };
@@ -195,41 +184,20 @@ impl VdeLink {
 
     /// The timer expired: `vde_open` again, on an opener thread.
     fn again(&mut self) -> Option<Changed> {
-        let Ok((wake, wake_w)) = sys::pipe() else {
-            let next = self.waiting();
-            return Some(self.become_(next, None));
-        };
-        let slot = Arc::new(Mutex::new(Slot::Waiting));
-        let job_slot = slot.clone();
         let (lib, vnl) = (self.lib, self.vnl.clone());
-        (self.background)(Box::new(move || {
-            let r = Conn::open(lib, &vnl);
-            let mut slot = job_slot.lock().unwrap_or_else(|p| p.into_inner());
-            if !matches!(*slot, Slot::Abandoned) {
-                *slot = Slot::Done(r);
-            }
-            drop(slot);
-            // SAFETY: one byte from a constant into the pipe we own.
-            unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        }));
-        Some(self.become_(State::Opening { slot, wake }, None))
+        let next = match Pending::start(&self.background, move || Conn::open(lib, &vnl)) {
+            Ok(pending) => State::Opening(pending),
+            Err(_) => self.waiting(),
+        };
+        Some(self.become_(next, None))
     }
 
     /// The opener thread's outcome, if it has one.
     fn opened(&mut self) -> Option<Changed> {
-        let State::Opening { slot, .. } = &self.state else {
+        let State::Opening(pending) = &self.state else {
             return None;
         };
-        let done = {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            match std::mem::replace(&mut *slot, Slot::Waiting) {
-                Slot::Done(r) => r,
-                other => {
-                    *slot = other;
-                    return None;
-                }
-            }
-        };
+        let done = pending.take()?;
         Some(match done {
             Ok(conn) => {
                 self.retry.reset();
@@ -287,7 +255,7 @@ impl Link for VdeLink {
     fn poll_fd(&self) -> Option<RawFd> {
         match &self.state {
             State::Open(c) => Some(c.fd),
-            State::Opening { wake, .. } => Some(wake.as_raw_fd()),
+            State::Opening(pending) => Some(pending.fd()),
             State::Waiting { timer } => Some(timer.as_raw_fd()),
             State::Failed => None,
         }
@@ -337,7 +305,7 @@ impl Link for VdeLink {
         let c = match &self.state {
             State::Open(_) if self.gone => return Err(sys::errno_err(libc::ENETDOWN)),
             State::Open(c) => c,
-            State::Opening { .. } => return Err(io::ErrorKind::WouldBlock.into()),
+            State::Opening(_) => return Err(io::ErrorKind::WouldBlock.into()),
             State::Waiting { .. } | State::Failed => return Err(sys::errno_err(libc::ENETDOWN)),
         };
         loop {
@@ -381,19 +349,9 @@ impl Link for VdeLink {
                 let next = self.waiting();
                 Some(self.become_(next, Some(news)))
             }
-            State::Opening { .. } => self.opened(),
+            State::Opening(_) => self.opened(),
             State::Waiting { timer } if self.retry.due() && retry::expired(timer) => self.again(),
             State::Waiting { .. } | State::Failed => None,
-        }
-    }
-}
-
-impl Drop for VdeLink {
-    fn drop(&mut self) {
-        if let State::Opening { slot, .. } = &self.state {
-            // A connection opened for nobody closes with the slot; a job still running
-            // drops its own.
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Abandoned;
         }
     }
 }
