@@ -173,6 +173,10 @@ impl Scoreboard {
         }
         if self.log.is_empty() {
             self.fack = None;
+            // A bulk transfer's log grew with its window; an idle connection keeps none.
+            if self.log.capacity() > 64 {
+                self.log = Log::new();
+            }
         }
 
         for (i, block) in blocks.iter().enumerate() {
