@@ -18,9 +18,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use vdestack::control::proto::{Reply, Request};
-use vdestack::control::{self, Ctl};
-use vdestack::{socket, sys};
+use vdestack::internal::control::proto::{Reply, Request};
+use vdestack::internal::control::{self, Ctl};
+use vdestack::internal::{socket, sys};
 
 /// The outcomes an intruder may get: refused or cut off.
 fn refused(o: &str) -> bool {

@@ -728,7 +728,7 @@ fn load(
 
     phase("echo");
     for (i, c) in done.iter().enumerate() {
-        vdestack::sys::set_nonblocking(c.as_raw_fd(), false)?;
+        vdestack::internal::sys::set_nonblocking(c.as_raw_fd(), false)?;
         write1(c.as_raw_fd(), i as u8).with_context(|| format!("connection {i}: write"))?;
     }
     let mut echoed = 0;
@@ -879,7 +879,7 @@ fn conns_ours(n: usize, budget: Duration, window: usize) -> Result<()> {
         let l = TcpListener::bind(&s, "0.0.0.0:7")?;
         // The kernel bench's backlog (kconns): a full accept queue drops SYNs, and each
         // costs the client a 1 s retransmission.
-        vdestack::socket::listen(l.as_raw_fd(), 4096)?;
+        vdestack::internal::socket::listen(l.as_raw_fd(), 4096)?;
         let engine = getpid();
         let acceptor = fork("acceptor", || {
             serve(n, l.as_raw_fd(), engine, || {
@@ -924,12 +924,12 @@ fn conns_ours(n: usize, budget: Duration, window: usize) -> Result<()> {
                         libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                         0,
                     )?;
-                    match vdestack::socket::connect(fd.as_raw_fd(), to) {
+                    match vdestack::internal::socket::connect(fd.as_raw_fd(), to) {
                         Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
                         _ => Ok(fd),
                     }
                 },
-                |fd| vdestack::socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR),
+                |fd| vdestack::internal::socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR),
             )
         })?;
         wait_all(vec![connector])
@@ -1198,13 +1198,13 @@ fn conns_tap(n: usize, budget: Duration, window: usize, backlog: i32) -> Result<
     // drops SYNs, as Linux's does: the kernel's clients send them again after 1 s.
     kv("backlog", backlog);
     let l = s.socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
-    vdestack::socket::bind(l.as_raw_fd(), "10.4.0.2:7".parse()?)?;
-    vdestack::socket::listen(l.as_raw_fd(), backlog)?;
+    vdestack::internal::socket::bind(l.as_raw_fd(), "10.4.0.2:7".parse()?)?;
+    vdestack::internal::socket::listen(l.as_raw_fd(), backlog)?;
 
     let engine = getpid();
     let acceptor = fork("acceptor", || {
         serve(n, l.as_raw_fd(), engine, || {
-            vdestack::socket::accept(l.as_raw_fd(), libc::SOCK_CLOEXEC).map(|(c, _)| c)
+            vdestack::internal::socket::accept(l.as_raw_fd(), libc::SOCK_CLOEXEC).map(|(c, _)| c)
         })
     })?;
     // The acceptor holds the listener now.

@@ -2,6 +2,26 @@
 //!
 //! Each wraps the stack fd; data moves by plain read/write on it, so the fds also work with
 //! poll/epoll and async runtimes (register them as any nonblocking fd).
+//!
+//! ```
+//! use vdestack::{net::UdpSocket, Stack};
+//! let a = Stack::new("mem://doc-net", None)?;
+//! let b = Stack::new("mem://doc-net", None)?;
+//! a.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")?;
+//! b.cmd("ip link set vde0 up; ip addr add 10.0.0.2/24 dev vde0")?;
+//! let server = UdpSocket::bind(&a, "10.0.0.1:53")?;
+//! let client = UdpSocket::bind(&b, "0.0.0.0:0")?;
+//! client.send_to(b"query", "10.0.0.1:53")?;
+//! let mut buf = [0; 16];
+//! let (n, from) = server.recv_from(&mut buf)?;
+//! assert_eq!((&buf[..n], from.ip().to_string().as_str()), (&b"query"[..], "10.0.0.2"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The types have std's traits: the fd traits (`AsFd`, `AsRawFd`, `IntoRawFd`,
+//! `FromRawFd`, `From<OwnedFd>`, `OwnedFd: From<_>`), a `Debug` with the addresses, and
+//! `TryFrom` the matching `std::net` type, which takes a stack's socket (a program run with
+//! libvdestack.so preloaded makes its std sockets in its stack) and gives any other back.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
@@ -41,8 +61,31 @@ fn how(h: Shutdown) -> i32 {
     }
 }
 
+/// Whether `fd` is a stack socket whose pair is of type `pair_ty` (SOCK_STREAM for TCP,
+/// SOCK_SEQPACKET for UDP) and, for TCP, a listener or not as `listener` says.
+fn is_kind(fd: RawFd, pair_ty: i32, listener: Option<bool>) -> bool {
+    socket::is_stack_fd(fd)
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() == Some(pair_ty)
+        && listener.is_none_or(|l| socket::is_listener(fd) == l)
+}
+
 macro_rules! fd_traits {
-    ($t:ident) => {
+    ($t:ident, $std:ty, $pair_ty:expr, $listener:expr) => {
+        /// Takes a std socket that is one of a stack's (a program run with libvdestack.so
+        /// preloaded makes its std sockets in its stack); gives it back when it is not, or
+        /// not of this kind.
+        impl TryFrom<$std> for $t {
+            type Error = $std;
+            fn try_from(s: $std) -> Result<$t, $std> {
+                if is_kind(s.as_raw_fd(), $pair_ty, $listener) {
+                    Ok($t {
+                        fd: OwnedFd::from(s),
+                    })
+                } else {
+                    Err(s)
+                }
+            }
+        }
         impl AsFd for $t {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.fd.as_fd()
@@ -95,12 +138,26 @@ macro_rules! fd_traits {
 }
 
 /// A TCP listener in a stack.
-#[derive(Debug)]
 pub struct TcpListener {
     fd: OwnedFd,
 }
 
-fd_traits!(TcpListener);
+fd_traits!(
+    TcpListener,
+    std::net::TcpListener,
+    libc::SOCK_STREAM,
+    Some(true)
+);
+
+impl std::fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("TcpListener");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.field("fd", &self.fd.as_raw_fd()).finish()
+    }
+}
 
 impl TcpListener {
     /// Binds to `addr` in `stack` and listens (backlog 128).
@@ -140,12 +197,29 @@ impl Iterator for Incoming<'_> {
 }
 
 /// A TCP connection in a stack.
-#[derive(Debug)]
 pub struct TcpStream {
     fd: OwnedFd,
 }
 
-fd_traits!(TcpStream);
+fd_traits!(
+    TcpStream,
+    std::net::TcpStream,
+    libc::SOCK_STREAM,
+    Some(false)
+);
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("TcpStream");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        if let Ok(a) = self.peer_addr() {
+            d.field("peer", &a);
+        }
+        d.field("fd", &self.fd.as_raw_fd()).finish()
+    }
+}
 
 impl TcpStream {
     /// Connects to `addr` from `stack`.
@@ -238,12 +312,21 @@ impl Write for TcpStream {
 }
 
 /// A UDP socket in a stack.
-#[derive(Debug)]
 pub struct UdpSocket {
     fd: OwnedFd,
 }
 
-fd_traits!(UdpSocket);
+fd_traits!(UdpSocket, std::net::UdpSocket, libc::SOCK_SEQPACKET, None);
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("UdpSocket");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.field("fd", &self.fd.as_raw_fd()).finish()
+    }
+}
 
 impl UdpSocket {
     /// Binds to `addr` in `stack`.

@@ -32,7 +32,19 @@ impl Stack {
     /// - `""`: loopback only.
     ///
     /// A locator that is wrong on its face (bad `mem://` parameters) fails with
-    /// `InvalidInput` (EINVAL) and a message saying why.
+    /// `InvalidInput` (EINVAL) and a message saying why; a link that cannot be opened fails
+    /// with its errno and a message that names the fix (the switch directory looked in, the
+    /// package that provides libvdeplug).
+    ///
+    /// ```
+    /// use vdestack::Stack;
+    /// let lo = Stack::new("", None)?; // loopback only
+    /// let a = Stack::new("mem://doc-new[loss=1%/delay=2ms]", Some("eth0"))?;
+    /// assert!(a.cmd_output("ip link show eth0")?.contains("eth0"));
+    /// let e = Stack::new("mem://doc-new[loss=200%]", None).unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(vnl: &str, ifname: Option<&str>) -> io::Result<Stack> {
         crate::link::check(vnl)?;
         let ctl = crate::engine::local()?;
@@ -40,10 +52,17 @@ impl Stack {
             vnl: vnl.to_string(),
             ifname: ifname.unwrap_or("vde0").to_string(),
         };
-        match ctl
-            .call(&req)
-            .map_err(|e| io::Error::new(e.kind(), format!("{vnl:?}: {e}")))?
-        {
+        let named = |e: io::Error| {
+            let fix = e
+                .raw_os_error()
+                .and_then(|n| crate::link::hint::fix(vnl, n));
+            let msg = match fix {
+                Some(fix) => format!("{vnl:?}: {e}: {fix}"),
+                None => format!("{vnl:?}: {e}"),
+            };
+            io::Error::new(e.kind(), msg)
+        };
+        match ctl.call(&req).map_err(named)? {
             Reply::Stack(id) => Ok(Stack {
                 ctl,
                 id,
@@ -56,8 +75,10 @@ impl Stack {
         }
     }
 
-    /// A handle on a stack that another part of the program (or another process, through
-    /// the environment) created. It does not end the stack when dropped.
+    /// Not API (the C library's and the CLI's): a handle on a stack that another part of
+    /// the program (or another process, through the environment) created. It does not end
+    /// the stack when dropped.
+    #[doc(hidden)]
     pub fn attach(ctl: Ctl, id: u32) -> Stack {
         Stack {
             ctl,
@@ -66,7 +87,8 @@ impl Stack {
         }
     }
 
-    /// The engine that runs the stack.
+    /// Not API: the engine that runs the stack.
+    #[doc(hidden)]
     pub fn ctl(&self) -> &Ctl {
         &self.ctl
     }
@@ -80,6 +102,15 @@ impl Stack {
     /// people pass to libvdestack (`/bin/ip addr add 10.0.0.1/24 dev vde0; ...`), separated
     /// by `;` or newlines. Output of `show` commands goes to stdout. The error carries the
     /// shell status and the message of the first command that failed.
+    ///
+    /// ```
+    /// let s = vdestack::Stack::new("mem://doc-cmd", None)?;
+    /// s.cmd("/bin/ip link set vde0 up; /bin/ip addr add 10.0.0.1/24 dev vde0")?;
+    /// s.cmd("ip route add default via 10.0.0.254; nameserver 10.0.0.254")?;
+    /// let e = s.cmd("ip addr add 10.0.0.2/24 dev eth9").unwrap_err();
+    /// assert_eq!((e.status, e.message.as_str()), (1, "Cannot find device \"eth9\""));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cmd(&self, cmds: &str) -> Result<(), CmdError> {
         let out = self.cmd_output(cmds)?;
         if !out.is_empty() {
@@ -89,6 +120,14 @@ impl Stack {
     }
 
     /// Like [`Stack::cmd`], but returns what `show` commands print.
+    ///
+    /// ```
+    /// let s = vdestack::Stack::new("mem://doc-show", None)?;
+    /// s.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")?;
+    /// let routes = s.cmd_output("ip route")?;
+    /// assert!(routes.contains("10.0.0.0/24 dev vde0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cmd_output(&self, cmds: &str) -> Result<String, CmdError> {
         match self.ctl.call(&Request::Cmd {
             stack: self.id,
@@ -139,6 +178,54 @@ impl Stack {
 }
 
 impl Stack {
+    /// Captures the frames of the stack's link, both ways, into the file at `path` (created
+    /// or truncated), in pcapng format: `tcpdump -r FILE` and Wireshark read it. Each frame
+    /// has its time, length and direction; a frame the link dropped (an impairment's loss, a
+    /// full link, a link without carrier) is still written, with a comment that says why
+    /// (Wireshark shows it, `tshark -Y frame.comment` finds it). A capture under way is
+    /// replaced; it ends with the stack or at [`Stack::stop_capture`]. The loopback is not
+    /// captured. The same as the command `capture FILE` (see [`Stack::cmd`]).
+    ///
+    /// The file is opened by the process whose engine runs the stack (this one, unless the
+    /// stack was attached from another process); a relative path is made absolute here.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("vdestack-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let s = vdestack::Stack::new("mem://doc-capture", None)?;
+    /// s.capture(dir.join("vde0.pcapng"))?; // then: tcpdump -r vde0.pcapng
+    /// s.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")?;
+    /// s.stop_capture()?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capture(&self, path: impl AsRef<std::path::Path>) -> io::Result<()> {
+        let path = std::path::absolute(path)?;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a capture file's path is UTF-8 with no ';' or newline",
+                    path.display()
+                ),
+            )
+        };
+        let p = path.to_str().ok_or_else(bad)?;
+        if p.contains([';', '\n']) {
+            return Err(bad());
+        }
+        self.cmd_output(&format!("capture {p}"))
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
+    /// Ends the capture [`Stack::capture`] started, writing out what it holds.
+    pub fn stop_capture(&self) -> io::Result<()> {
+        self.cmd_output("capture off")
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
     /// Waits (at most `limit`) until no TCP connection of the stack still owes the network
     /// bytes or a FIN, as the kernel keeps sending for a process that exited: `vdestack run`
     /// calls it when the program ends, before the stack goes. Returns whether it got there.

@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use programs::{python3, tool, Proc, WorkDir};
-use vdestack::control::proto::{Reply, Request};
+use vdestack::internal::control::proto::{Reply, Request};
+use vdestack::internal::sys;
 use vdestack::net::{TcpListener, TcpStream, UdpSocket};
-use vdestack::{sys, Stack};
+use vdestack::Stack;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -137,11 +138,11 @@ fn root_engine_refuses_another_user() {
     assert_eq!(before, after, "the stack changed");
     // The victim's sockets are as it left them, and the ports tried are free.
     assert_eq!(
-        vdestack::socket::local_addr(fresh.as_raw_fd()).unwrap(),
+        vdestack::internal::socket::local_addr(fresh.as_raw_fd()).unwrap(),
         "0.0.0.0:0".parse().unwrap()
     );
-    vdestack::socket::bind(fresh.as_raw_fd(), "10.55.0.1:80".parse().unwrap()).unwrap();
-    vdestack::socket::bind(ufresh.as_raw_fd(), "10.55.0.1:80".parse().unwrap()).unwrap();
+    vdestack::internal::socket::bind(fresh.as_raw_fd(), "10.55.0.1:80".parse().unwrap()).unwrap();
+    vdestack::internal::socket::bind(ufresh.as_raw_fd(), "10.55.0.1:80".parse().unwrap()).unwrap();
     let t22 = TcpListener::bind(&s, "0.0.0.0:22").unwrap();
     let u22 = UdpSocket::bind(&s, "[::]:22").unwrap();
     let mut c = TcpStream::connect(&s, "10.55.0.1:8080").unwrap();
@@ -444,8 +445,14 @@ fn well_behaved(s: &Stack, calls: usize, limit: Duration) -> Duration {
     for i in 0..calls {
         let t = Instant::now();
         let fd = s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
-        vdestack::socket::set_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
-        vdestack::socket::local_addr(fd.as_raw_fd()).unwrap();
+        vdestack::internal::socket::set_opt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+        )
+        .unwrap();
+        vdestack::internal::socket::local_addr(fd.as_raw_fd()).unwrap();
         slowest = slowest.max(t.elapsed());
         assert!(
             start.elapsed() < limit,
@@ -462,7 +469,7 @@ fn well_behaved(s: &Stack, calls: usize, limit: Duration) -> Duration {
 fn a_flood_does_not_starve_others() {
     let s = Arc::new(Stack::new("mem://access-flood", None).unwrap());
     let target = s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
-    let (_, id) = vdestack::control::Ctl::of_fd(target.as_raw_fd()).unwrap();
+    let (_, id) = vdestack::internal::control::Ctl::of_fd(target.as_raw_fd()).unwrap();
     let key = s.ctl().key().expect("this process holds its engine's key");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -674,14 +681,17 @@ fn squatted_names_do_not_stop_sockets() {
     s.cmd("ip link set vde0 up; ip addr add 10.58.0.1/24 dev vde0")
         .unwrap();
     let first = s.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
-    let (_, id) = vdestack::control::Ctl::of_fd(first.as_raw_fd()).unwrap();
+    let (_, id) = vdestack::internal::control::Ctl::of_fd(first.as_raw_fd()).unwrap();
     let engine = engine_of(&s);
     let mut squats = Vec::new();
     for next in id + 1..=id + 64 {
         for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
             let fd = sys::unix_socket(ty).unwrap();
-            sys::bind_abstract(fd.as_raw_fd(), &vdestack::control::sock_name(&engine, next))
-                .unwrap();
+            sys::bind_abstract(
+                fd.as_raw_fd(),
+                &vdestack::internal::control::sock_name(&engine, next),
+            )
+            .unwrap();
             squats.push(fd);
         }
     }

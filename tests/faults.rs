@@ -232,7 +232,7 @@ fn a_killed_process_s_sockets_are_freed_and_their_peers_see_the_end() {
     peer.cmd("ip link set vde0 up; ip addr add 10.0.0.1/24 dev vde0")
         .unwrap();
     let l = TcpListener::bind(&peer, "10.0.0.1:7400").expect("listen");
-    vdestack::socket::listen(l.as_raw_fd(), N as i32).expect("backlog");
+    vdestack::internal::socket::listen(l.as_raw_fd(), N as i32).expect("backlog");
     let dir = programs::WorkDir::new();
     let mut cmd = programs::run_cmd(Some(&sw.vnl()), &["eth,ip=10.0.0.2/24"]);
     cmd.arg(programs::python3())
@@ -246,10 +246,10 @@ fn a_killed_process_s_sockets_are_freed_and_their_peers_see_the_end() {
     let f: Vec<&str> = out.split_whitespace().collect();
     let theirs = {
         // The program hands the test the key it was given: the engine serves only those.
-        let key = vdestack::control::key::from_hex(f[3]).expect("the stack's key");
-        vdestack::control::key::remember(f[1].as_bytes(), key);
+        let key = vdestack::internal::control::key::from_hex(f[3]).expect("the stack's key");
+        vdestack::internal::control::key::remember(f[1].as_bytes(), key);
         Stack::attach(
-            vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
+            vdestack::internal::control::Ctl::from_name(f[1].as_bytes().to_vec()),
             f[2].parse().expect("stack id"),
         )
     };

@@ -285,7 +285,7 @@ fn integrity(name: &str, params: &str, total: u64, per_way: u64) -> f64 {
         }
     }
     assert!(bad.is_empty(), "streams not intact:\n{}", bad.join("\n"));
-    if let Some(c) = vdestack::link::impair::counts(&seg) {
+    if let Some(c) = vdestack::internal::link::impair::counts(&seg) {
         println!("integrity [{params}]: the link {c:?}");
     }
     let mib = total as f64 / (1 << 20) as f64;
@@ -310,7 +310,7 @@ fn tcp_streams_arrive_intact_under_loss_dup_reorder_and_corruption() {
     integrity("integrity", &params, total, 8);
     if params == BAD {
         // The streams met the impairments asked for, at their rates.
-        let c = vdestack::link::impair::counts(&segment("integrity")).unwrap();
+        let c = vdestack::internal::link::impair::counts(&segment("integrity")).unwrap();
         let n = c.sent as f64;
         for (what, got, p) in [
             ("lost", c.lost, 0.02 * 0.99),

@@ -413,10 +413,10 @@ fn process_trees_leave_nothing_behind() {
     let f: Vec<&str> = out.split_whitespace().collect();
     let stack = {
         // The program hands the test the key it was given: the engine serves only those.
-        let key = vdestack::control::key::from_hex(f[3]).expect("the stack's key");
-        vdestack::control::key::remember(f[1].as_bytes(), key);
+        let key = vdestack::internal::control::key::from_hex(f[3]).expect("the stack's key");
+        vdestack::internal::control::key::remember(f[1].as_bytes(), key);
         Stack::attach(
-            vdestack::control::Ctl::from_name(f[1].as_bytes().to_vec()),
+            vdestack::internal::control::Ctl::from_name(f[1].as_bytes().to_vec()),
             f[2].parse().expect("stack id"),
         )
     };

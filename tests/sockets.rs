@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use vdestack::internal::socket;
 use vdestack::net::{TcpListener, TcpStream, UdpSocket};
-use vdestack::{socket, Stack};
+use vdestack::Stack;
 
 /// Fork tests hold this for writing while a child lives: a child holds copies of every fd
 /// of the process, so a test that needs a close() to be seen at once holds it for reading.
@@ -1252,7 +1253,7 @@ fn a_late_acceptor_gets_every_connection_of_a_deep_backlog() {
     const N: usize = 2000;
     let (a, b) = two_stacks("late-acceptor");
     let l = listen(&a, "10.0.0.1:8300");
-    vdestack::socket::listen(l.as_raw_fd(), 4096).expect("listen again, deeper");
+    vdestack::internal::socket::listen(l.as_raw_fd(), 4096).expect("listen again, deeper");
     let mut clients = Vec::with_capacity(N);
     for i in 0..N {
         let mut c = connect(&b, "10.0.0.1:8300");

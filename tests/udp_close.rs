@@ -8,8 +8,9 @@ use std::net::UdpSocket as KernelUdp;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use vdestack::internal::socket;
 use vdestack::net::UdpSocket;
-use vdestack::{socket, Stack};
+use vdestack::Stack;
 
 fn errno(r: io::Result<usize>) -> Result<usize, i32> {
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
@@ -99,7 +100,7 @@ fn ten_thousand_open_send_close_cycles_leave_the_engine_at_baseline() {
         drop(c);
         if i % 1000 == 999 {
             // Drain what the server heard, so its queue never decides anything.
-            vdestack::sys::set_nonblocking(server.as_raw_fd(), true).unwrap();
+            vdestack::internal::sys::set_nonblocking(server.as_raw_fd(), true).unwrap();
             while server.recv_from(&mut buf).is_ok() {}
         }
     }
@@ -150,7 +151,8 @@ fn an_empty_datagram_on_a_connected_socket_is_delivered_as_on_linux() {
 #[test]
 fn so_type_says_sock_dgram_as_on_linux() {
     let k = KernelUdp::bind("127.0.0.1:0").unwrap();
-    let kt = vdestack::sys::getsockopt_int(k.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE);
+    let kt =
+        vdestack::internal::sys::getsockopt_int(k.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE);
     assert_eq!(kt.unwrap(), libc::SOCK_DGRAM);
     let s = stack("sotype");
     let u = UdpSocket::bind(&s, "10.0.0.1:0").unwrap();
@@ -225,7 +227,7 @@ fn a_datagram_sent_just_before_close_still_goes_out_as_on_linux() {
         c.send_to(&[i; 10], "10.0.0.1:5353").unwrap();
         drop(c);
     }
-    vdestack::sys::set_nonblocking(server.as_raw_fd(), false).unwrap();
+    vdestack::internal::sys::set_nonblocking(server.as_raw_fd(), false).unwrap();
     let tv = libc::timeval {
         tv_sec: 5,
         tv_usec: 0,

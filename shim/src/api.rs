@@ -61,7 +61,8 @@ pub unsafe extern "C" fn vde_addstack(
         let args = unsafe { text(vdenet).and_then(|v| Ok((v, text(ifname)?))) };
         let made = args.and_then(|(vnl, ifname)| {
             // A locator wrong on its face: say why, as the engine does for one it cannot open.
-            vdestack::link::check(vnl.unwrap_or("")).inspect_err(|e| eprintln!("vdestack: {e}"))?;
+            vdestack::internal::link::check(vnl.unwrap_or(""))
+                .inspect_err(|e| tracing::warn!("{e}"))?;
             Stack::new(vnl.unwrap_or(""), ifname)
         });
         match made {
@@ -73,7 +74,7 @@ pub unsafe extern "C" fn vde_addstack(
             }
             Err(e) => {
                 // Stack::new's errors carry a message, and the errno in their kind.
-                set_errno(vdestack::link::errno_of(&e));
+                set_errno(vdestack::internal::link::errno_of(&e));
                 std::ptr::null_mut()
             }
         }

@@ -115,8 +115,8 @@ fn classify(fd: c_int) -> (Kind, bool) {
     if fd < 0 {
         return (Kind::Kernel, false);
     }
-    if vdestack::socket::is_stack_fd(fd) {
-        let ty = vdestack::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE);
+    if vdestack::internal::socket::is_stack_fd(fd) {
+        let ty = vdestack::internal::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE);
         return match ty {
             Ok(t) => (stack_kind(t), true),
             Err(_) => (Kind::Kernel, false),

@@ -6,7 +6,7 @@
 //!
 //! TCP data needs nothing: the pair is a stream socket, so send/recv and their flags work
 //! on it as they are; only addresses are ours to answer. UDP datagrams on an unconnected
-//! socket carry the peer address in a small header (see `vdestack::bridge::udp`).
+//! socket carry the peer address in a small header (see `vdestack::internal::bridge::udp`).
 
 use std::ffi::c_void;
 use std::io;
@@ -16,7 +16,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use libc::{c_int, msghdr, size_t, sockaddr, socklen_t, ssize_t};
-use vdestack::{socket as vs, Stack};
+use vdestack::internal::socket as vs;
+use vdestack::Stack;
 
 use crate::fdtable::{self, Kind};
 use crate::real::real;
@@ -51,7 +52,7 @@ pub fn default_stack() -> Option<&'static Stack> {
 fn kind(fd: c_int) -> Kind {
     match fdtable::get(fd) {
         Kind::Kernel => Kind::Kernel,
-        _ if vdestack::on_engine_thread() => Kind::Kernel,
+        _ if vdestack::internal::on_engine_thread() => Kind::Kernel,
         _ => fdtable::kind(fd),
     }
 }
@@ -102,7 +103,7 @@ unsafe fn read_addr(addr: *const sockaddr, len: socklen_t) -> io::Result<SocketA
     }
     // SAFETY: ss is a full sockaddr_storage.
     unsafe {
-        vdestack::sys::sockaddr_to_std(
+        vdestack::internal::sys::sockaddr_to_std(
             &ss as *const _ as *const sockaddr,
             size_of::<libc::sockaddr_storage>(),
         )
@@ -122,7 +123,7 @@ unsafe fn write_addr(a: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) ->
     if addr.is_null() || len.is_null() {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
     }
-    let (ss, n) = vdestack::sys::std_to_sockaddr(&a);
+    let (ss, n) = vdestack::internal::sys::std_to_sockaddr(&a);
     // SAFETY: len is valid, addr has *len writable bytes.
     unsafe {
         let room = (*len as usize).min(n as usize);
@@ -149,7 +150,7 @@ fn size_call(f: impl FnOnce() -> io::Result<usize>) -> ssize_t {
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     if domain == libc::AF_INET || domain == libc::AF_INET6 {
-        if let Some(s) = default_stack().filter(|_| !vdestack::on_engine_thread()) {
+        if let Some(s) = default_stack().filter(|_| !vdestack::internal::on_engine_thread()) {
             let fd = int_call(|| Ok(s.socket(domain, ty, protocol)?.into_raw_fd()));
             return learn(fd, fdtable::stack_kind(ty));
         }
@@ -623,7 +624,7 @@ pub unsafe extern "C" fn sendto(
 }
 
 /// A send on a TCP stack fd: the pair's EPIPE after a reset becomes what Linux says (see
-/// `vdestack::socket::broken_pipe`), so the pair is never let raise SIGPIPE itself.
+/// `vdestack::internal::socket::broken_pipe`), so the pair is never let raise SIGPIPE itself.
 fn stream_send(fd: c_int, flags: c_int, send: impl FnOnce(c_int) -> ssize_t) -> ssize_t {
     let r = send(flags | libc::MSG_NOSIGNAL);
     if r < 0 {
@@ -634,7 +635,7 @@ fn stream_send(fd: c_int, flags: c_int, send: impl FnOnce(c_int) -> ssize_t) -> 
 
 /// After a failed call on a TCP stack fd: EPIPE after a reset becomes what Linux says, and
 /// an ECONNRESET the kernel reported is forgotten by the engine (see
-/// `vdestack::socket::reset_error`).
+/// `vdestack::internal::socket::reset_error`).
 fn stream_error(fd: c_int, flags: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     let e = unsafe { *libc::__errno_location() };
@@ -649,7 +650,7 @@ fn stream_error(fd: c_int, flags: c_int) {
 }
 
 /// A read on a TCP stack fd: a 0 is EOF, or after a reset what Linux says (see
-/// `vdestack::socket::stream_eof`).
+/// `vdestack::internal::socket::stream_eof`).
 fn stream_eof(fd: c_int, r: ssize_t, n: size_t) -> ssize_t {
     if r < 0 {
         stream_error(fd, libc::MSG_NOSIGNAL);

@@ -3,7 +3,7 @@
 //! - `VDESTACK_CTL` + `VDESTACK_STACK` + `VDESTACK_KEY`: the engine control name, stack id
 //!   and engine key of a stack that another process (`vdestack run`, or an ancestor) runs; it
 //!   becomes the default stack. The key is what lets this process use it (see
-//!   vdestack::control::key); it survives exec and a change of uid, as the environment does.
+//!   vdestack::internal::control::key); it survives exec and a change of uid, as the environment does.
 //! - otherwise `VDESTACK_NET` (a locator; "" for loopback only), with `VDESTACK_IFNAME` and
 //!   `VDESTACK_CMD` (configuration commands): this process creates the stack, makes it the
 //!   default, and exports `VDESTACK_CTL`/`VDESTACK_STACK`/`VDESTACK_KEY` so that its
@@ -11,7 +11,7 @@
 
 use std::io;
 
-use vdestack::control::{key, Ctl};
+use vdestack::internal::control::{key, Ctl};
 use vdestack::Stack;
 
 use crate::interpose::set_default;
@@ -35,8 +35,9 @@ static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
     crate::guard((), || {
+        vdestack::internal::log::init_from_env();
         if let Err(e) = from_env() {
-            eprintln!("libvdestack: {e}");
+            tracing::error!("the stack from the environment: {e}");
         }
     })
 }
@@ -53,7 +54,7 @@ fn from_env() -> io::Result<()> {
             .is_none()
         {
             // Still attached: calls on fds this process holds work; the others say EACCES.
-            eprintln!("libvdestack: {ENV_CTL} without a valid {ENV_KEY}: the stack will refuse most calls");
+            tracing::warn!("{ENV_CTL} without a valid {ENV_KEY}: the stack will refuse most calls");
         }
         // Connections show the key the environment gives for this engine.
         set_default(Some(Stack::attach(Ctl::from_name(ctl.into_bytes()), id)));

@@ -1,6 +1,6 @@
 //! Name resolution for programs in a stack: getaddrinfo, getnameinfo and the gethostbyname
 //! family resolve through the default stack (its nameservers and /etc/hosts, see
-//! `vdestack::resolve`), not the host's resolver. Without a default stack they are libc's.
+//! `vdestack::internal::resolve`), not the host's resolver. Without a default stack they are libc's.
 
 use std::ffi::{c_char, CStr};
 use std::io;
@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ptr;
 
 use libc::{addrinfo, c_int, hostent, size_t, sockaddr, socklen_t};
-use vdestack::resolve::{self, Want};
+use vdestack::internal::resolve::{self, Want};
 use vdestack::Stack;
 
 use crate::interpose::default_stack;
@@ -29,7 +29,7 @@ fn set_h_errno(v: c_int) {
 
 /// The stack lookups go through, unless the engine itself is asking.
 fn stack() -> Option<&'static Stack> {
-    default_stack().filter(|_| !vdestack::on_engine_thread())
+    default_stack().filter(|_| !vdestack::internal::on_engine_thread())
 }
 
 /// # Safety
@@ -214,7 +214,7 @@ fn alloc_node(a: SocketAddr, ty: c_int, proto: c_int, canon: Option<&str>) -> *m
     if node.is_null() {
         return node;
     }
-    let (ss, len) = vdestack::sys::std_to_sockaddr(&a);
+    let (ss, len) = vdestack::internal::sys::std_to_sockaddr(&a);
     // SAFETY: node is a fresh block of `size` bytes, suitably aligned by calloc.
     unsafe {
         let addr = node.add(1) as *mut libc::sockaddr_storage;
@@ -273,11 +273,12 @@ pub unsafe extern "C" fn getnameinfo(
             return r;
         }
         // SAFETY: sa has salen bytes, as the caller promises.
-        let name = unsafe { vdestack::sys::sockaddr_to_std(sa, salen as usize) }.and_then(|a| {
-            resolve::hosts_names(vdestack::sys::unmap(a.ip()))
-                .into_iter()
-                .next()
-        });
+        let name = unsafe { vdestack::internal::sys::sockaddr_to_std(sa, salen as usize) }
+            .and_then(|a| {
+                resolve::hosts_names(vdestack::internal::sys::unmap(a.ip()))
+                    .into_iter()
+                    .next()
+            });
         match name {
             Some(n) if n.len() < hostlen as usize => {
                 // SAFETY: host has hostlen bytes; n and its NUL fit.

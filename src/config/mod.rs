@@ -7,6 +7,7 @@
 //! what the kernel would refuse, 255 for bad usage, 127 for an unknown program) and message
 //! are the result.
 
+mod capture;
 mod parse;
 
 use std::fmt;
@@ -50,6 +51,13 @@ impl fmt::Display for CmdError {
 }
 
 impl std::error::Error for CmdError {}
+
+/// As an `io::Error` (kind `Other`), for `?` in functions that return `io::Result`.
+impl From<CmdError> for std::io::Error {
+    fn from(e: CmdError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+}
 
 /// Which address families a command is about (`-4`, `-6`, `-f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +144,14 @@ pub enum Command {
     },
     /// `nameserver ADDR...` (also `dns`): the stack's resolvers.
     Nameservers(Vec<IpAddr>),
+    /// `capture [dev DEV] FILE`: writes the link's frames, both ways, into FILE (pcapng,
+    /// which tcpdump and Wireshark read), replacing any capture under way; `capture off`
+    /// stops it. The engine's process opens FILE.
+    Capture {
+        dev: Option<String>,
+        /// None: stop.
+        file: Option<String>,
+    },
     /// `ss -s`: a summary of the stack's sockets, and how full the engine's tables for it
     /// are (a last line of vdestack's own, to check that nothing grows).
     SocketSummary,

@@ -7,7 +7,7 @@ use super::{CmdError, Command, Family, LinkChange, Route};
 type Result<T> = std::result::Result<T, CmdError>;
 
 /// Parses one command: `ip ...` (any path to it, `/bin/ip`, `/sbin/ip`), `dhcp [DEV]`,
-/// `nameserver ADDR...`, or `ss -s`.
+/// `nameserver ADDR...`, `capture [dev DEV] FILE|off`, or `ss -s`.
 pub fn parse(cmd: &str) -> Result<Command> {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     let Some((prog, args)) = words.split_first() else {
@@ -18,6 +18,7 @@ pub fn parse(cmd: &str) -> Result<Command> {
         "ip" => ip(args),
         "dhcp" | "dhclient" | "udhcpc" => dhcp(args),
         "nameserver" | "dns" => nameservers(args),
+        "capture" => super::capture::parse(cmd),
         "ss" if args == ["-s"] || args == ["--summary"] => Ok(Command::SocketSummary),
         "ss" => Err(CmdError::new(1, "vdestack: ss: only `ss -s` is supported")),
         _ => Err(CmdError::new(

@@ -176,15 +176,19 @@ impl Ctl {
                     c
                 }
             };
-            let r = BUF.with(|b| {
-                let mut buf = b.borrow_mut();
+            let receive = |buf: &mut Vec<u8>| {
                 buf.resize(MAX_MSG, 0);
-                let (n, fd) = wait_reply(conn.fd.as_raw_fd(), &mut buf)?;
+                let (n, fd) = wait_reply(conn.fd.as_raw_fd(), buf)?;
                 if n == 0 {
                     return Ok(None);
                 }
                 Ok(Some((Reply::decode(&buf[..n])?, fd)))
-            });
+            };
+            // At exit (a destructor of the C library lingering) the thread's locals may be
+            // gone already: a buffer of its own then, and no connection kept.
+            let r = BUF
+                .try_with(|b| receive(&mut b.borrow_mut()))
+                .unwrap_or_else(|_| receive(&mut Vec::new()));
             match r {
                 // EOF: the engine closed the connection without reading the request (it
                 // closes surplus connections that never proved anything). Once more on a
@@ -192,7 +196,7 @@ impl Ctl {
                 Ok(None) if !retried => retried = true,
                 Ok(None) => return Err(sys::errno_err(libc::ENETDOWN)),
                 Ok(Some(r)) => {
-                    CONNS.with(|c| {
+                    let _ = CONNS.try_with(|c| {
                         let mut v = c.borrow_mut();
                         if v.len() < KEEP {
                             v.push(conn);
@@ -208,14 +212,17 @@ impl Ctl {
     /// Takes this thread's connection to the engine out of the cache, if it has one from
     /// this process.
     fn cached(&self, pid: i32) -> Option<Conn> {
-        CONNS.with(|c| {
-            let mut v = c.borrow_mut();
-            // A forked child's copies are its parent's connections: forget them (closing our
-            // copy leaves the parent's open).
-            v.retain(|c| c.pid == pid);
-            let i = v.iter().position(|c| c.engine == self.name)?;
-            Some(v.swap_remove(i))
-        })
+        CONNS
+            .try_with(|c| {
+                let mut v = c.borrow_mut();
+                // A forked child's copies are its parent's connections: forget them (closing our
+                // copy leaves the parent's open).
+                v.retain(|c| c.pid == pid);
+                let i = v.iter().position(|c| c.engine == self.name)?;
+                Some(v.swap_remove(i))
+            })
+            .ok()
+            .flatten()
     }
 
     fn connect(&self, pid: i32) -> io::Result<Conn> {

@@ -7,59 +7,126 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 /// An engine's secret (see [`crate::control::key`]): whoever shows it may use all its stacks.
 pub type Key = [u8; 16];
 
-/// A request to the engine.
+/// A request to the engine. `stack` fields name a stack by its id within the engine, `sock`
+/// fields a socket by its id (`stack << 32 | n`, see [`super::sock_name`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// The first message of every connection, and only there; it gets no reply. With the
     /// engine's key the connection may do everything; without it (or with a wrong one) only
     /// requests on a socket whose fd comes attached to the request.
-    Hello { key: Option<Key> },
+    Hello {
+        /// The engine's key, if the client holds it.
+        key: Option<Key>,
+    },
     /// Creates a stack on the link a VNL names.
-    AddStack { vnl: String, ifname: String },
+    AddStack {
+        /// The locator.
+        vnl: String,
+        /// The interface's name.
+        ifname: String,
+    },
     /// Ends a stack and all its sockets.
-    DelStack { stack: u32 },
+    DelStack {
+        /// The stack.
+        stack: u32,
+    },
     /// Runs configuration commands (`ip ...`).
-    Cmd { stack: u32, cmds: String },
+    Cmd {
+        /// The stack.
+        stack: u32,
+        /// The commands, separated by `;` or newlines.
+        cmds: String,
+    },
     /// Creates a socket; the reply carries its fd.
     Socket {
+        /// The stack.
         stack: u32,
+        /// AF_INET or AF_INET6.
         domain: i32,
+        /// SOCK_STREAM or SOCK_DGRAM, with flags.
         ty: i32,
+        /// 0, or the protocol matching `ty`.
         protocol: i32,
     },
     /// bind(2).
-    Bind { sock: u64, addr: SocketAddr },
-    /// listen(2).
-    Listen { sock: u64, backlog: i32 },
-    /// connect(2); `wait` asks for the reply when the connection is up or failed. `pad`
-    /// (nonblocking TCP only): after an EINPROGRESS reply the client writes this many bytes
-    /// of padding into its end of the pair, which the engine drops once the outcome is known.
-    Connect {
+    Bind {
+        /// The socket.
         sock: u64,
+        /// The address to bind.
         addr: SocketAddr,
+    },
+    /// listen(2).
+    Listen {
+        /// The socket.
+        sock: u64,
+        /// The backlog asked for.
+        backlog: i32,
+    },
+    /// connect(2).
+    Connect {
+        /// The socket.
+        sock: u64,
+        /// The peer.
+        addr: SocketAddr,
+        /// Reply when the connection is up or failed (a blocking connect).
         wait: bool,
+        /// Nonblocking TCP only: after an EINPROGRESS reply the client writes this many bytes
+        /// of padding into its end of the pair, which the engine drops once the outcome is
+        /// known.
         pad: u32,
     },
     /// The client could write only `bytes` of the padding its connect announced.
-    Padded { sock: u64, bytes: u32 },
+    Padded {
+        /// The socket.
+        sock: u64,
+        /// The bytes of padding written.
+        bytes: u32,
+    },
     /// getsockname(2) / getpeername(2).
-    Name { sock: u64, peer: bool },
+    Name {
+        /// The socket.
+        sock: u64,
+        /// The peer's name (getpeername) rather than the local one.
+        peer: bool,
+    },
     /// shutdown(2).
-    Shutdown { sock: u64, how: i32 },
+    Shutdown {
+        /// The socket.
+        sock: u64,
+        /// SHUT_RD, SHUT_WR or SHUT_RDWR.
+        how: i32,
+    },
     /// setsockopt(2) with an integer value.
     SetOpt {
+        /// The socket.
         sock: u64,
+        /// The option's level (SOL_SOCKET, IPPROTO_TCP, ...).
         level: i32,
+        /// The option.
         name: i32,
+        /// Its value.
         value: i32,
     },
     /// getsockopt(2) of an integer option.
-    GetOpt { sock: u64, level: i32, name: i32 },
+    GetOpt {
+        /// The socket.
+        sock: u64,
+        /// The option's level.
+        level: i32,
+        /// The option.
+        name: i32,
+    },
     /// The stack's nameservers.
-    Nameservers { stack: u32 },
+    Nameservers {
+        /// The stack.
+        stack: u32,
+    },
     /// How many TCP connections of the stack still owe the network something: bytes not
     /// yet acknowledged, or a FIN (also for those whose application just closed).
-    Pending { stack: u32 },
+    Pending {
+        /// The stack.
+        stack: u32,
+    },
 }
 
 /// The engine's answer.
@@ -75,10 +142,13 @@ pub enum Reply {
     Int(i64),
     /// A socket address (names, an accepted peer).
     Addr(SocketAddr),
-    /// The result of configuration commands: shell status, message, output of show commands.
+    /// The result of configuration commands.
     Cmd {
+        /// The shell status: 0, or that of the first command that failed.
         status: i32,
+        /// The failed command's message.
         message: String,
+        /// What `show` commands printed.
         output: String,
     },
     /// A list of addresses.

@@ -99,8 +99,30 @@ fn apply(st: &mut NetStack, cmd: Command, out: &mut String) -> Result<Option<u32
         }
         Command::Nameservers(v) => st.nameservers = v,
         Command::SocketSummary => summary(st, out),
+        Command::Capture { dev, file } => capture(st, dev.as_deref(), file.as_deref())?,
     }
     Ok(None)
+}
+
+/// `capture [dev DEV] FILE|off`: the link's frames into FILE (created or truncated).
+fn capture(st: &mut NetStack, dev: Option<&str>, file: Option<&str>) -> Result<(), CmdError> {
+    let dev = dev.unwrap_or(&st.ifname).to_string();
+    if dev == "lo" {
+        return Err(CmdError::new(
+            1,
+            "capture: lo is not captured (only the link)",
+        ));
+    }
+    check_dev(st, &dev)?;
+    let f = match file {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|e| CmdError::new(1, format!("capture: {path}: {e}")))?,
+        ),
+        None => None,
+    };
+    st.set_capture(f)
+        .map_err(|e| CmdError::new(1, format!("capture: {}: {e}", file.unwrap_or(""))))
 }
 
 /// The link device named `dev`, or ip's "Cannot find device".

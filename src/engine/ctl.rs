@@ -259,6 +259,10 @@ impl Engine {
             }
             fds.for_each(|f| self.ctls.reaper.reap(f));
             if !allowed {
+                tracing::warn!(
+                    conn = token,
+                    "request refused (EACCES): the connection shows neither the engine's key nor the socket's fd"
+                );
                 self.reply(token, Reply::Err(libc::EACCES), None);
                 continue;
             }
@@ -273,7 +277,7 @@ impl Engine {
                 self.request(token, req, work)
             }))
             .unwrap_or_else(|_| {
-                eprintln!("vdestack engine: internal error answering a request (recovered)");
+                tracing::error!("internal error answering a request (panic recovered; EIO)");
                 Some((Reply::Err(libc::EIO), None))
             });
             match reply {
@@ -356,6 +360,20 @@ impl Engine {
         let Some(Source::CtlConn(c)) = self.sources.get_mut(token) else {
             return;
         };
+        match &reply {
+            Reply::Err(e) => tracing::debug!(
+                conn = token,
+                errno = e,
+                "request failed: {}",
+                io::Error::from_raw_os_error(*e)
+            ),
+            Reply::Cmd {
+                status, message, ..
+            } if *status != 0 => {
+                tracing::debug!(conn = token, status, "configuration failed: {message}")
+            }
+            _ => {}
+        }
         let was_owed = std::mem::replace(&mut c.owed, false);
         if c.gone {
             self.drop_conn(token);

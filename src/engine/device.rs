@@ -6,6 +6,7 @@ use std::io;
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium as PhyMedium};
 use smoltcp::time::Instant;
 
+use super::capture::{Capture, Dir};
 use crate::link::{Link, Medium};
 
 /// The MTU of the loopback interface (as Linux's `lo`).
@@ -20,6 +21,8 @@ pub struct LinkDevice<'a> {
     pub mtu: usize,
     /// The link's fd may have frames: false after EAGAIN until epoll says otherwise.
     pub rd: &'a mut bool,
+    /// The stack's packet capture, when one is under way.
+    pub cap: Option<&'a mut Capture>,
 }
 
 impl<'a> LinkDevice<'a> {
@@ -30,6 +33,7 @@ impl<'a> LinkDevice<'a> {
         held: &'a mut VecDeque<Vec<u8>>,
         mtu: usize,
         rd: &'a mut bool,
+        cap: Option<&'a mut Capture>,
     ) -> Self {
         LinkDevice {
             link,
@@ -37,6 +41,7 @@ impl<'a> LinkDevice<'a> {
             held,
             mtu,
             rd,
+            cap,
         }
     }
 }
@@ -86,6 +91,9 @@ pub fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 /// may still come while transmission waits).
 const HELD_MAX: usize = 256;
 
+/// The capture's comment on a frame dropped because the link was full.
+const FULL_DROP: &str = "dropped: the link is full (256 frames wait for it)";
+
 /// Sends the frames held for a full (or still opening) link, in order, until it is full
 /// again; whether all went.
 pub fn flush(link: &mut dyn Link, held: &mut VecDeque<Vec<u8>>) -> bool {
@@ -107,8 +115,12 @@ pub enum Rx<'a> {
     Borrowed(&'a [u8]),
     Owned(Vec<u8>),
 }
-/// Permission to send one frame on a link.
-pub struct LinkTx<'a>(&'a mut dyn Link, &'a mut VecDeque<Vec<u8>>);
+/// Permission to send one frame on a link (and to write it to the capture, if any).
+pub struct LinkTx<'a>(
+    &'a mut dyn Link,
+    &'a mut VecDeque<Vec<u8>>,
+    Option<&'a mut Capture>,
+);
 
 impl phy::RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -129,13 +141,32 @@ impl phy::TxToken for LinkTx<'_> {
         let r = f(&mut frame);
         // A full link keeps the frame (no more are offered until it is sent); other errors
         // drop it, as a NIC would, and TCP retransmits.
-        if !self.1.is_empty() {
-            if self.1.len() < HELD_MAX {
-                self.1.push_back(frame);
+        let LinkTx(link, held, cap) = self;
+        if !held.is_empty() {
+            if held.len() < HELD_MAX {
+                if let Some(c) = cap {
+                    c.frame(Dir::Out, &frame, None);
+                }
+                held.push_back(frame);
+            } else if let Some(c) = cap {
+                c.frame(Dir::Out, &frame, Some(FULL_DROP));
             }
         } else {
-            match self.0.send(&frame) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.1.push_back(frame),
+            let sent = link.send(&frame);
+            if let Some(c) = cap {
+                let err;
+                let note = match &sent {
+                    Ok(()) => link.last_send_note(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(e) => {
+                        err = format!("dropped: the link failed to send it: {e}");
+                        Some(err.as_str())
+                    }
+                };
+                c.frame(Dir::Out, &frame, note);
+            }
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => held.push_back(frame),
                 _ => give_buf(frame),
             }
         }
@@ -160,7 +191,11 @@ impl Device for LinkDevice<'_> {
         }
         if let Some(r) = self.link.recv_owned() {
             let frame = r.ok()?;
-            return Some((Rx::Owned(frame), LinkTx(&mut *self.link, &mut *self.held)));
+            if let Some(c) = self.cap.as_deref_mut() {
+                c.frame(Dir::In, &frame, None);
+            }
+            let tx = LinkTx(&mut *self.link, &mut *self.held, self.cap.as_deref_mut());
+            return Some((Rx::Owned(frame), tx));
         }
         if !*self.rd && self.link.poll_fd().is_some() {
             return None; // nothing came since the last EAGAIN
@@ -171,10 +206,13 @@ impl Device for LinkDevice<'_> {
             match self.link.recv(self.buf) {
                 Ok(0) => continue,
                 Ok(n) => {
+                    if let Some(c) = self.cap.as_deref_mut() {
+                        c.frame(Dir::In, &self.buf[..n], None);
+                    }
                     return Some((
                         Rx::Borrowed(&self.buf[..n]),
-                        LinkTx(&mut *self.link, &mut *self.held),
-                    ))
+                        LinkTx(&mut *self.link, &mut *self.held, self.cap.as_deref_mut()),
+                    ));
                 }
                 Err(e) => {
                     *self.rd = e.kind() != io::ErrorKind::WouldBlock;
@@ -189,7 +227,11 @@ impl Device for LinkDevice<'_> {
         if !flush(self.link, self.held) {
             return None;
         }
-        Some(LinkTx(&mut *self.link, &mut *self.held))
+        Some(LinkTx(
+            &mut *self.link,
+            &mut *self.held,
+            self.cap.as_deref_mut(),
+        ))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

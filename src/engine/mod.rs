@@ -5,6 +5,7 @@
 //! (frames, bytes from applications, requests) and by each stack's next smoltcp deadline;
 //! an idle engine sleeps in epoll with no timeout.
 
+mod capture;
 mod conf;
 mod ctl;
 pub mod device;
@@ -237,7 +238,7 @@ impl Engine {
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("vdestack engine: poll failed: {e}");
+                    tracing::error!("engine stops: poll failed: {e}");
                     return;
                 }
             }
@@ -259,7 +260,7 @@ impl Engine {
                     self.event(t, ready, &mut work)
                 }));
                 if r.is_err() {
-                    eprintln!("vdestack engine: internal error handling an event (recovered)");
+                    tracing::error!("internal error handling an event (panic recovered)");
                 }
             }
             self.serve_ctls(&mut work);
@@ -296,7 +297,7 @@ impl Engine {
             for id in batch {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.service(id)));
                 if r.is_err() {
-                    eprintln!("vdestack engine: internal error in stack {id} (recovered)");
+                    tracing::error!(stack = id, "internal error in a stack (panic recovered)");
                 }
             }
         }
@@ -398,7 +399,7 @@ impl Engine {
         let st = match NetStack::new(id, vnl, ifname, wake, seed, self.opener.clone()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("vdestack: cannot open {vnl:?}: {e}");
+                tracing::warn!(vnl, "cannot open the link: {e}");
                 return Reply::Err(crate::link::errno_of(&e));
             }
         };
@@ -410,6 +411,7 @@ impl Engine {
             st.watch_link(self.poll.registry());
         }
         self.next_stack += 1;
+        tracing::info!(stack = id, vnl, ifname, "stack created");
         self.stacks.insert(id, st);
         work.push(id);
         Reply::Stack(id)
@@ -419,6 +421,7 @@ impl Engine {
         let Some(mut st) = self.stacks.remove(&id) else {
             return Reply::Err(libc::EINVAL);
         };
+        tracing::info!(stack = id, "stack deleted");
         let stale = st
             .link_token
             .into_iter()

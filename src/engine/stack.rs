@@ -109,6 +109,8 @@ pub struct NetStack {
     pub connecting: std::collections::BTreeSet<u64>,
     /// RSTs to send, orphans in FIN-WAIT-2, reset sockets (see `engine::ending`).
     pub endings: super::ending::Endings,
+    /// The packet capture of the link's frames, when one is under way.
+    pub capture: Option<super::capture::Capture>,
     rng: u64,
     next_sock: u32,
 }
@@ -166,7 +168,7 @@ impl NetStack {
             cfg.random_seed = seed ^ id as u64;
             Interface::new(
                 cfg,
-                &mut LinkDevice::new(l, &mut frame, &mut held, mtu, &mut true),
+                &mut LinkDevice::new(l, &mut frame, &mut held, mtu, &mut true, None),
                 now,
             )
         });
@@ -194,6 +196,7 @@ impl NetStack {
             dirty: Vec::new(),
             connecting: Default::default(),
             endings: Default::default(),
+            capture: None,
             link_token: None,
             link_rd: true,
             link_wr: false,
@@ -287,6 +290,7 @@ impl NetStack {
         if let (Some(iface), Some(link)) = (self.iface.as_mut(), self.link.as_deref_mut()) {
             let (held, sets, mtu, up) = (&mut self.held, &mut self.sets, self.mtu, self.link_up);
             let (rd, socks) = (&mut self.link_rd, &mut self.socks);
+            let mut cap = self.capture.as_mut();
             super::device::with_buf(|buf| {
                 if up {
                     // Held frames go first: smoltcp asks to transmit only when it has
@@ -294,7 +298,7 @@ impl NetStack {
                     if !held.is_empty() {
                         super::device::flush(link, held);
                     }
-                    let mut dev = LinkDevice::new(link, buf, held, mtu, rd);
+                    let mut dev = LinkDevice::new(link, buf, held, mtu, rd, cap);
                     changed |= poll_iface(iface, now, &mut dev, sets, LINK, socks);
                 } else {
                     // A down link drops what arrives, as a down NIC does.
@@ -302,12 +306,21 @@ impl NetStack {
                         buf.resize(link.mtu() + 64, 0);
                     }
                     for _ in 0..1024 {
-                        if link.recv(buf).is_err() {
-                            break;
+                        match link.recv(buf) {
+                            Ok(n) => {
+                                if let Some(c) = cap.as_deref_mut() {
+                                    let note = Some("dropped: the interface is down");
+                                    c.frame(super::capture::Dir::In, &buf[..n], note);
+                                }
+                            }
+                            Err(_) => break,
                         }
                     }
                 }
             });
+            if self.capture.is_some() {
+                self.flush_capture();
+            }
         }
         for _ in 0..64 {
             let (lo, sets, socks) = (&mut self.lo, &mut self.sets, &mut self.socks);
@@ -320,6 +333,28 @@ impl NetStack {
         changed
     }
 
+    /// Starts capturing the link's frames into `file` (see `capture.rs`), in place of any
+    /// capture under way; None stops capturing. The interface `dev` must be the link's.
+    pub fn set_capture(&mut self, file: Option<std::fs::File>) -> io::Result<()> {
+        if let Some(mut old) = self.capture.take() {
+            let _ = old.flush();
+        }
+        let (Some(file), Some(link)) = (file, self.link.as_deref()) else {
+            return Ok(());
+        };
+        let cap = super::capture::Capture::start(file, &self.ifname, link.medium())?;
+        self.capture = Some(cap);
+        Ok(())
+    }
+
+    /// Writes out the captured frames; a capture that cannot be written ends.
+    fn flush_capture(&mut self) {
+        if let Some(Err(e)) = self.capture.as_mut().map(|c| c.flush()) {
+            tracing::warn!(stack = self.id, "packet capture stopped: {e}");
+            self.capture = None;
+        }
+    }
+
     /// Watches the link's fds (under the stack's link token).
     pub fn watch_link(&mut self, registry: &mio::Registry) {
         let (Some(t), Some(link)) = (self.link_token, self.link.as_deref()) else {
@@ -328,7 +363,7 @@ impl NetStack {
         for fd in [link.poll_fd(), link.hup_fd()].into_iter().flatten() {
             let fd = &mut mio::unix::SourceFd(&fd);
             if let Err(e) = registry.register(fd, mio::Token(t), mio::Interest::READABLE) {
-                eprintln!("vdestack: stack {}: cannot watch the link: {e}", self.id);
+                tracing::error!(stack = self.id, "cannot watch the link: {e}");
             }
         }
     }
@@ -348,8 +383,11 @@ impl NetStack {
         drop(changed.left);
         self.link_wr = false;
         self.link_rd = true;
-        if let Some(news) = changed.news {
-            eprintln!("vdestack: stack {}: {news}", self.id);
+        let carrier = link.carrier();
+        match changed.news {
+            Some(news) if carrier => tracing::info!(stack = self.id, carrier, "link: {news}"),
+            Some(news) => tracing::warn!(stack = self.id, carrier, "link: {news} (NO-CARRIER)"),
+            None => tracing::debug!(stack = self.id, carrier, "link opened"),
         }
         self.watch_link(registry);
     }

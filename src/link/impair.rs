@@ -284,6 +284,8 @@ pub struct Impair {
     /// When each frame waiting for the wire finishes leaving (at most `limit`).
     waiting: VecDeque<Instant>,
     counters: Arc<Counters>,
+    /// What the last fate did, for a packet capture (see [`Impair::last_note`]).
+    last: Option<&'static str>,
 }
 
 impl Impair {
@@ -302,6 +304,7 @@ impl Impair {
             busy_until: None,
             waiting: VecDeque::new(),
             counters,
+            last: None,
         }
     }
 
@@ -337,7 +340,22 @@ impl Impair {
         );
         let flipped = out.iter().flatten().filter(|c| c.flip.is_some()).count();
         c[4].fetch_add(flipped as u64, Relaxed);
+        self.last = match (copies, flipped) {
+            (0, _) => Some("dropped by the link's impairments (loss, or its rate queue full)"),
+            (_, 1..) => Some("corrupted by the link's impairments (a bit flipped on the wire)"),
+            (2, _) => Some("duplicated by the link's impairments"),
+            _ => None,
+        };
+        if let Some(note) = self.last {
+            tracing::debug!(len, "frame {note}");
+        }
         out
+    }
+
+    /// What the last [`Impair::fate`] did to its frame, if anything: dropped, corrupted or
+    /// duplicated it.
+    pub fn last_note(&self) -> Option<&'static str> {
+        self.last
     }
 
     fn copy(&mut self, len: usize, now: Instant) -> Option<Copy> {

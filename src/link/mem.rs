@@ -324,6 +324,10 @@ impl Link for MemLink {
         )
     }
 
+    fn last_send_note(&self) -> Option<&'static str> {
+        self.impair.as_ref()?.last_note()
+    }
+
     fn due_in(&self) -> Option<Duration> {
         let due = self.queue.borrow().frames.front()?.due?;
         Some(due.saturating_duration_since(Instant::now()))

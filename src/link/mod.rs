@@ -2,6 +2,7 @@
 //! [`crate::Stack::new`]: a vdeplug4 locator, `tap://NAME`, `tun://NAME`, `mem://NAME` (with
 //! netem-like impairments: `mem://NAME[loss=2%/delay=5ms]`), or nothing at all (loopback only).
 
+pub mod hint;
 pub mod impair;
 pub mod mem;
 pub mod pending;
@@ -40,6 +41,12 @@ pub trait Link {
     /// engine keeps it and stops transmitting until [`Link::poll_fd`] is writable, as a NIC
     /// with a full ring would. Other errors drop the frame.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// What the link did to the last frame [`Link::send`] took, when it did more than send
+    /// it (an impairment dropped, duplicated or corrupted it): a packet capture marks the
+    /// frame with it. Asked only while a capture is under way.
+    fn last_send_note(&self) -> Option<&'static str> {
+        None
+    }
     /// Tells the link the stack's addresses on it, whenever they change. A link that knows
     /// its members' addresses (mem://) delivers an ARP request only to the address's owner.
     fn set_addrs(&mut self, _addrs: &[std::net::IpAddr]) {}

@@ -64,6 +64,12 @@ impl TapError {
         &self.message
     }
 
+    /// An `io::Error` that carries `errno` (see [`errno_of`]) and says `message` first: for
+    /// the other links' opening errors too, so the engine answers with the right errno.
+    pub(super) fn io(errno: i32, message: String) -> io::Error {
+        TapError { errno, message }.into_io()
+    }
+
     fn into_io(self) -> io::Error {
         io::Error::new(io::Error::from_raw_os_error(self.errno).kind(), self)
     }

@@ -98,7 +98,7 @@ impl Conn {
             let err = io::Error::last_os_error();
             return Err(match err.raw_os_error() {
                 Some(0) | None => io::Error::other(format!("vde_open {vnl}: failed")),
-                Some(_) => io::Error::new(err.kind(), format!("vde_open {vnl}: {err}")),
+                Some(n) => super::tap::TapError::io(n, format!("vde_open {vnl}")),
             });
         }
         // Owned from here on, so that every error path below closes it.

@@ -10,8 +10,9 @@ use std::sync::mpsc;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use vdestack::internal::socket;
 use vdestack::net::{TcpListener, TcpStream};
-use vdestack::{socket, Stack};
+use vdestack::Stack;
 
 /// Fork tests hold this for writing while a child lives (the child holds a copy of every fd
 /// until it closed them); the others hold it for reading, as they need a close seen at once.

@@ -11,7 +11,16 @@ use vdestack::net::{TcpListener, TcpStream};
 use vdestack::Stack;
 
 #[derive(Parser)]
-#[command(name = "vdestack", version, about = "Private user-space TCP/IP stacks")]
+#[command(
+    name = "vdestack",
+    version,
+    about = "Private user-space TCP/IP stacks",
+    after_help = "Examples:
+  vdestack run --net vde:///tmp/sw --conf eth,ip=10.0.0.2/24 -- curl http://10.0.0.1:8080/
+  vdestack demo --mb 64
+
+`vdestack run --help` and `vdestack demo --help` say more; man vdestack (docs/man/vdestack.1)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -20,6 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Two stacks on an in-process mem:// segment: configure, connect, move data, report.
+    #[command(after_help = "Examples:
+  vdestack demo                                   512 MiB between two stacks on mem://demo
+  vdestack demo --mb 64 --net 'mem://demo[loss=2%/delay=5ms/mtu=1500]'
+                                                  TCP through loss and delay (IMPAIRED LINKS
+                                                  in vde_addstack(3))
+  VDESTACK_LOG=debug vdestack demo --mb 1         with the engine's log on stderr")]
     Demo {
         /// Megabytes (MiB) to move from one stack to the other.
         #[arg(long, default_value_t = 512)]
@@ -35,6 +50,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    vdestack::internal::log::init_from_env();
     match Cli::parse().cmd {
         Cmd::Demo { mb, net } => demo(mb, &net),
         Cmd::Run(args) => std::process::exit(run::run(args)?),

@@ -14,8 +14,24 @@ use vdestack::Stack;
 
 /// Arguments of `vdestack run`.
 #[derive(Args)]
+#[command(after_help = "Examples:
+  vdestack run -- sh -c 'python3 -m http.server 8000 & sleep 1; curl localhost:8000'
+      loopback only: the program's sockets see nothing of the host's network
+  vdestack run --net vde:///tmp/sw --conf eth,ip=10.0.0.2/24,gw=10.0.0.254 -- curl http://10.0.0.1/
+      on a VDE switch (start one: vde_switch -s /tmp/sw)
+  vdestack run --net slirp:// --conf eth,dhcp -- curl https://example.org/
+      through slirp (libvdeplug-slirp), configured by DHCP
+  vdestack run --net 'mem://lab[loss=2%]' --cmd 'ip link set vde0 up' -- ./my-test
+  vdestack run --net vde:///tmp/sw --conf eth,dhcp --pcap /tmp/run.pcapng -- ./client
+      then: tcpdump -r /tmp/run.pcapng
+  VDESTACK_LOG=debug vdestack run --net vde:///tmp/sw --conf eth,dhcp -- ./client
+      the engine's log on stderr (EnvFilter syntax; default warn)
+
+Locators: vde:///DIR (a VDE switch), any vdeplug4 locator (slirp://, vxvde://, ...),
+tap://NAME, tun://NAME, mem://NAME[impairments]; see vde_addstack(3).")]
 pub struct RunArgs {
-    /// The network (any vdeplug4 locator, tap://, tun://); none: loopback only.
+    /// The network: vde:///DIR, any vdeplug4 locator, tap://NAME, tun://NAME, mem://NAME;
+    /// none: loopback only.
     #[arg(long)]
     net: Option<String>,
     /// The interface's name.
@@ -28,6 +44,10 @@ pub struct RunArgs {
     /// (also mac=, mtu=; repeatable).
     #[arg(long)]
     conf: Vec<String>,
+    /// Capture the link's frames, both ways, into FILE (pcapng: tcpdump -r FILE, Wireshark),
+    /// from before the configuration (a DHCP exchange included) until the stack ends.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     program: Vec<String>,
@@ -39,6 +59,11 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let net = a.net.as_deref().unwrap_or("");
     let stack =
         Stack::new(net, Some(&a.iface)).with_context(|| format!("creating a stack on {net:?}"))?;
+    if let Some(p) = &a.pcap {
+        stack
+            .capture(p)
+            .with_context(|| format!("--pcap {}", p.display()))?;
+    }
     let mut cmds: Vec<String> = Vec::new();
     for c in &a.conf {
         cmds.push(conf_to_cmds(c, &a.iface)?);
@@ -67,8 +92,8 @@ pub fn run(a: RunArgs) -> Result<i32> {
         )
         .env("VDESTACK_STACK", stack.id().to_string())
         .env(
-            vdestack::control::key::ENV_KEY,
-            vdestack::control::key::to_hex(&key),
+            vdestack::internal::control::key::ENV_KEY,
+            vdestack::internal::control::key::to_hex(&key),
         )
         .env_remove("VDESTACK_NET")
         .status()
