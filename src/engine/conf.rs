@@ -484,6 +484,7 @@ fn network(ip: IpAddr, len: u8) -> IpCidr {
 fn summary(st: &NetStack, out: &mut String) {
     use smoltcp::socket::tcp::State;
     let (mut tcp, mut udp, mut estab, mut orphaned, mut timewait) = (0, 0, 0, 0, 0);
+    let mut repair = smoltcp::socket::tcp::LossStats::default();
     for s in st.socks.values() {
         if !s.stream {
             udp += 1;
@@ -492,10 +493,14 @@ fn summary(st: &NetStack, out: &mut String) {
         tcp += 1;
         orphaned += s.app_closed as usize;
         if let SockState::Connected(c) = &s.state {
-            match st.sets[c.set]
-                .get::<smoltcp::socket::tcp::Socket>(c.handle)
-                .state()
-            {
+            let sock = st.sets[c.set].get::<smoltcp::socket::tcp::Socket>(c.handle);
+            let l = sock.loss_stats();
+            repair.timeouts += l.timeouts;
+            repair.retransmits += l.retransmits;
+            repair.recoveries += l.recoveries;
+            repair.probes += l.probes;
+            repair.dsacks += l.dsacks;
+            match sock.state() {
                 State::Established => estab += 1,
                 State::TimeWait => timewait += 1,
                 _ => {}
@@ -509,6 +514,12 @@ fn summary(st: &NetStack, out: &mut String) {
         "TCP:   {tcp} (estab {estab}, closed 0, orphaned {orphaned}, timewait {timewait})"
     );
     let _ = writeln!(out, "UDP:   {udp}");
+    // How the open connections repaired losses (SACK recovery, probes, or timeouts).
+    let _ = writeln!(
+        out,
+        "TCP loss repair: timeouts {}, retransmits {}, recoveries {}, probes {}, dsacks {}",
+        repair.timeouts, repair.retransmits, repair.recoveries, repair.probes, repair.dsacks
+    );
     let _ = writeln!(
         out,
         "vdestack: slots {}/{} lo {}/{}, index {}, listeners {}, timers {}, ports {}, held {}, \

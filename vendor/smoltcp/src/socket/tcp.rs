@@ -21,6 +21,12 @@ use crate::wire::{
 mod congestion;
 // vdestack: Linux's limits (retransmission timeout, keep-alive probes).
 mod limits;
+// vdestack: SACK loss recovery and RACK-TLP (new modules; hooks below are marked).
+mod rack;
+mod recovery;
+mod sack;
+mod sack_blocks;
+pub use recovery::LossStats;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -534,6 +540,8 @@ pub struct Socket<'a> {
     /// vdestack: NewReno's "recover" (RFC 6582): the highest sequence number sent when
     /// fast retransmit started; ACKs below it are partial and retransmit the next hole.
     recovery_point: Option<TcpSeqNumber>,
+    /// vdestack: SACK scoreboard, RACK-TLP and the SACK blocks reported (`recovery.rs`).
+    loss: recovery::Recovery,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -628,6 +636,7 @@ impl<'a> Socket<'a> {
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
             recovery_point: None,
+            loss: recovery::Recovery::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1001,6 +1010,7 @@ impl<'a> Socket<'a> {
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
         self.recovery_point = None;
+        self.loss.reset(); // vdestack
         self.local_rx_dup_acks = 0;
         self.pending_fast_retransmit = false;
 
@@ -1476,10 +1486,8 @@ impl<'a> Socket<'a> {
     }
 
     fn cwnd_remaining(&self) -> usize {
-        self.congestion_controller
-            .inner()
-            .window()
-            .saturating_sub(self.flight_size())
+        // vdestack: with SACK the pipe (RFC 6675) stands for the flight size.
+        self.loss_cwnd_remaining(self.congestion_controller.inner().window())
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1569,44 +1577,9 @@ impl<'a> Socket<'a> {
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
 
-        // If the remote supports selective acknowledgement, add the option to the outgoing
-        // segment.
-        if self.remote_has_sack {
-            net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-        }
+        // vdestack: SACK blocks as RFC 2018 and RFC 2883 say (`sack_blocks.rs`).
+        let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
+        reply_repr.sack_ranges = self.loss_sack_blocks(ack, Some(repr));
 
         // Since the sACK option may have changed the length of the payload, update that.
         ip_reply_repr.set_payload_len(reply_repr.buffer_len());
@@ -1921,9 +1894,13 @@ impl<'a> Socket<'a> {
                                 | State::LastAck
                         )
                     {
+                        // vdestack: a duplicate is reported as a D-SACK (RFC 2883).
+                        self.loss.duplicate |= data_ack;
                         ack_only = Some(data_ack);
                         (&[][..], 0)
                     } else if data_ack {
+                        // vdestack: a duplicate is reported as a D-SACK (RFC 2883).
+                        self.loss.duplicate = true;
                         return Some(self.ack_reply(ip_repr, repr));
                     } else {
                         return self.challenge_ack_reply(cx, ip_repr, repr);
@@ -2218,19 +2195,26 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 && self.recovery_point.is_none() {
+                    // vdestack: with SACK, RACK (`recovery.rs`) detects losses instead.
+                    if self.local_rx_dup_acks == 3
+                        && self.recovery_point.is_none()
+                        && !self.sack_recovery_active()
+                    {
                         self.timer.set_for_fast_retransmit();
                         self.recovery_point = Some(self.remote_last_seq);
                         net_debug!("started fast retransmit");
                     }
 
-                    // Notify of duplicate ACK
+                    // Notify of duplicate ACK (vdestack: not with SACK, whose pipe counts
+                    // what the duplicates report)
                     let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    if !self.sack_recovery_active() {
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2319,6 +2303,13 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+        }
+
+        // vdestack: SACK scoreboard, RACK loss detection, probe timer.
+        if let Some(ack_number) = repr.ack_number
+            && repr.control != TcpControl::Rst
+        {
+            self.loss_on_ack(cx.now(), ack_number, repr, ack_len > 0);
         }
 
         let payload_len = payload.len();
@@ -2438,6 +2429,10 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // vdestack: a SACK retransmission or a tail loss probe is due.
+        if self.loss_probe_pending() || self.loss_retransmit().is_some() {
             return true;
         }
 
@@ -2635,8 +2630,11 @@ impl<'a> Socket<'a> {
 
                 // Rewind "last sequence number sent", as if we never
                 // had sent them. This will cause all data in the queue
-                // to be sent again.
-                self.remote_last_seq = self.local_seq_no;
+                // to be sent again. (vdestack: with SACK, only what the scoreboard
+                // does not hold as SACKed, `recovery.rs`.)
+                if !self.loss_on_rto() {
+                    self.remote_last_seq = self.local_seq_no;
+                }
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2672,6 +2670,8 @@ impl<'a> Socket<'a> {
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
         }
+        // vdestack: RACK reordering timer and tail loss probe.
+        self.loss_on_timers(cx.now());
 
         #[cfg(feature = "socket-tcp-pause-synack")]
         if matches!(self.state, State::SynReceived) && self.synack_paused {
@@ -2800,6 +2800,12 @@ impl<'a> Socket<'a> {
                     self.pending_fast_retransmit = false;
 
                     0
+                } else if let Some((seq, len)) = self.loss_retransmit() {
+                    // vdestack: a hole the scoreboard deems lost, or a loss probe.
+                    let offset = seq - self.local_seq_no;
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2948,6 +2954,17 @@ impl<'a> Socket<'a> {
         // Bailing out if the packet isn't placed in the device buffer allows us
         // to not waste time waiting for the retransmit timer on packets that we know
         // for sure will not be successfully transmitted.
+        // vdestack: ACKs without data carry SACK blocks too (RFC 2018: every ACK while
+        // out-of-order data is held).
+        if self.remote_has_sack
+            && repr.payload.is_empty()
+            && !matches!(repr.control, TcpControl::Syn | TcpControl::Rst)
+            && let Some(ack) = repr.ack_number
+            && !self.assembler.is_empty()
+        {
+            repr.sack_ranges = self.loss.rx.blocks(&self.assembler, ack, None, None);
+        }
+
         ip_repr.set_payload_len(repr.buffer_len());
         emit(cx, packet_meta, (ip_repr, repr))?;
 
@@ -2991,6 +3008,10 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // vdestack: for the scoreboard (`recovery.rs`), below.
+        let (sent_seq, sent_len, last_seq) =
+            (repr.seq_number, repr.payload.len(), self.remote_last_seq);
+
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
@@ -3015,6 +3036,9 @@ impl<'a> Socket<'a> {
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
         }
+
+        // vdestack: the scoreboard records the data sent.
+        self.loss_on_sent(cx.now(), sent_seq, sent_len, last_seq);
 
         if self.state == State::Closed {
             // When aborting a connection, forget about it after sending a single RST packet.
@@ -3067,6 +3091,11 @@ impl<'a> Socket<'a> {
 
             // vdestack: and for the retransmission timeout.
             let retry_poll_at = self.retry_deadline().map_or(PollAt::Ingress, PollAt::Time);
+            // vdestack: and RACK's reordering timer, the tail loss probe.
+            let loss_poll_at = match self.loss.rack.poll_at() {
+                Some(at) if self.sack_recovery_active() => PollAt::Time(at),
+                _ => PollAt::Ingress,
+            };
 
             // We wait for the earliest of our timers to fire.
             *[
@@ -3074,6 +3103,7 @@ impl<'a> Socket<'a> {
                 timeout_poll_at,
                 delayed_ack_poll_at,
                 retry_poll_at,
+                loss_poll_at,
             ]
             .iter()
             .min()
@@ -10211,6 +10241,9 @@ mod test {
     // =========================================================================================//
     // vdestack: tests of vdestack's patches (vendor/README.md), each fails without its patch.
     // =========================================================================================//
+
+    // vdestack: the tests of SACK recovery and RACK-TLP (`tcp/test/sack.rs`).
+    mod sack;
 
     mod vdestack {
         use super::*;
