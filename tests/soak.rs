@@ -281,7 +281,9 @@ fn connect_cycles_leave_nothing_behind() {
         "connect cycles: {n} in {took:.1?} ({:.0}/s)",
         n as f64 / took.as_secs_f64()
     ));
-    assert!(judge("connect cycles", &samples, end, 16.0, true));
+    // 64 B per cycle: whole-process RSS moves by tens of KiB per 1,000 cycles with the
+    // allocator (16 failed 1 run in 3 under load); a leaked socket or buffer is KiBs a cycle.
+    assert!(judge("connect cycles", &samples, end, 64.0, true));
 }
 
 /// A stack made on a vdeplug4 switch, configured, a listener and a UDP socket opened,
