@@ -211,7 +211,9 @@ fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
 
 /// Options that the pair itself keeps for a stack fd, so that the kernel answers them on
 /// it: timeouts and watermarks govern the application's blocking reads and writes, which
-/// happen on the pair. (A listener's SO_RCVLOWAT is the exception: see [`LISTENER_MARK`].)
+/// happen on the pair; SO_BROADCAST is a flag any socket keeps (the engine sends to broadcast
+/// addresses without it). (A listener's SO_RCVLOWAT is the exception: see [`LISTENER_MARK`].)
+/// The C library and the seal both ask here.
 pub fn pair_option(level: i32, name: i32) -> bool {
     level == libc::SOL_SOCKET
         && matches!(
@@ -221,6 +223,7 @@ pub fn pair_option(level: i32, name: i32) -> bool {
                 | libc::SO_RCVLOWAT
                 | libc::SO_SNDLOWAT
                 | libc::SO_LINGER
+                | libc::SO_BROADCAST
         )
 }
 

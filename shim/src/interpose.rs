@@ -442,22 +442,6 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     int_call(|| unsafe { write_addr(vs::peer_addr(fd)?, addr, len) }.map(|_| 0))
 }
 
-/// Options the pair itself keeps: timeouts and watermarks govern the application's blocking
-/// reads and writes, which happen on the pair; SO_BROADCAST is a flag any socket keeps (the
-/// engine sends to broadcast addresses without it).
-fn pair_option(level: c_int, name: c_int) -> bool {
-    level == libc::SOL_SOCKET
-        && matches!(
-            name,
-            libc::SO_RCVTIMEO
-                | libc::SO_SNDTIMEO
-                | libc::SO_RCVLOWAT
-                | libc::SO_SNDLOWAT
-                | libc::SO_LINGER
-                | libc::SO_BROADCAST
-        )
-}
-
 /// SO_RCVLOWAT of a stack listener: its pair's value is our mark, so it is answered as
 /// Linux would (1) and setting it changes nothing, as on Linux.
 fn listener_lowat(fd: c_int, level: c_int, name: c_int) -> bool {
@@ -476,7 +460,7 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    if !ours(fd) || pair_option(level, name) && !listener_lowat(fd, level, name) {
+    if !ours(fd) || vs::pair_option(level, name) && !listener_lowat(fd, level, name) {
         // SAFETY: libc's getsockopt with the caller's arguments.
         return unsafe { (real().getsockopt)(fd, level, name, val, len) };
     }
@@ -545,7 +529,7 @@ pub unsafe extern "C" fn setsockopt(
     if listener_lowat(fd, level, name) {
         return 0; // it has no effect on a listener; ours marks it (socket::LISTENER_MARK)
     }
-    if !ours(fd) || pair_option(level, name) {
+    if !ours(fd) || vs::pair_option(level, name) {
         // SAFETY: libc's setsockopt with the caller's arguments.
         let r = unsafe { (real().setsockopt)(fd, level, name, val, len) };
         if r == 0 && (level, name) == (libc::SOL_SOCKET, libc::SO_LINGER) && ours(fd) {
