@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,17 @@ mod cprog;
 const BAD: &str = "loss=2%/dup=1%/reorder=5%/corrupt=0.1%/mtu=1500";
 /// A stream that moves no byte for this long has stalled.
 const STALL: Duration = Duration::from_secs(60);
+
+/// The CPU-time test measures the whole process: it runs alone, the others side by side.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+fn side_by_side() -> RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(|p| p.into_inner())
+}
 
 fn stack(seg: &str, host: u8) -> Stack {
     let s = Stack::new(&format!("mem://{seg}"), None).expect("create stack");
@@ -303,6 +314,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[test]
 fn tcp_streams_arrive_intact_under_loss_dup_reorder_and_corruption() {
+    let _serial = side_by_side();
     let total: u64 = env_or("VDESTACK_INTEGRITY_BYTES", &(64u64 << 20).to_string())
         .parse()
         .expect("VDESTACK_INTEGRITY_BYTES: a number of bytes");
@@ -366,6 +378,7 @@ fn warm_up(a: &UdpSocket, b: &UdpSocket) {
 
 #[test]
 fn datagrams_show_the_loss_and_duplication() {
+    let _serial = side_by_side();
     let (sa, sb) = two("udp", "loss=20%/dup=10%");
     let a = UdpSocket::bind(&sa, "0.0.0.0:7000").unwrap();
     let b = UdpSocket::bind(&sb, "0.0.0.0:7000").unwrap();
@@ -418,6 +431,7 @@ fn cpu_time() -> Duration {
 
 #[test]
 fn delay_is_honoured_and_waited_for_without_busy_polling() {
+    let _serial = alone();
     let (sa, sb) = two("delay", "delay=40ms/jitter=5ms");
     let a = UdpSocket::bind(&sa, "0.0.0.0:7000").unwrap();
     let b = UdpSocket::bind(&sb, "0.0.0.0:7000").unwrap();
@@ -450,6 +464,7 @@ fn delay_is_honoured_and_waited_for_without_busy_polling() {
 
 #[test]
 fn rate_limits_a_transfer() {
+    let _serial = side_by_side();
     let (a, b) = two("rate", "rate=20mbit");
     let l = TcpListener::bind(&b, "0.0.0.0:5001").unwrap();
     let len = 2usize << 20;
@@ -478,6 +493,7 @@ fn rate_limits_a_transfer() {
 
 #[test]
 fn bad_parameters_are_refused_with_einval_and_a_message() {
+    let _serial = side_by_side();
     for (vnl, says) in [
         ("mem://impair-bad[loss=2]x", "parameters go last"),
         ("mem://impair-bad[loss=200%]", "loss=200%: not a percentage"),
@@ -497,6 +513,7 @@ fn bad_parameters_are_refused_with_einval_and_a_message() {
 
 #[test]
 fn vde_addstack_refuses_bad_parameters_with_einval_and_says_why() {
+    let _serial = side_by_side();
     let dir = cprog::scratch("impair", "capi");
     let (prog, lib) = cprog::build(&dir, "impair.c");
     cprog::run(&dir, &prog, &lib, &[], Duration::from_secs(30));
