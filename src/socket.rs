@@ -184,10 +184,12 @@ pub fn disconnect(fd: RawFd) -> io::Result<()> {
 /// strip the headers anyway (only read(2) would show them).
 fn requeue_from_peer(fd: RawFd, peer: SocketAddr) {
     if sys::poll_one(fd, libc::POLLIN, 0).map_or(true, |ev| ev & libc::POLLIN == 0)
-        || sys::unix_shutdown(fd) != Some(0)
+        || sys::unix_shutdown(fd).is_some_and(|how| how != 0)
     {
         return; // nothing waits (the usual case: no sock_diag query then), or shut
     }
+    // sock_diag may be out of reach (a sealed program cannot open AF_NETLINK): then go on;
+    // a pair shut for reading ends the loop below at its 0-byte read.
     // Take them all first: what the engine hands back must not be read again here.
     let mut waiting = Vec::new();
     let mut buf = vec![0u8; MAX_DGRAM];

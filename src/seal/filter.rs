@@ -5,7 +5,8 @@
 //!
 //! What it does, for the native architecture:
 //! - socket(): AF_UNIX goes on; AF_INET/AF_INET6 go to the supervisor, which makes a stack
-//!   socket; every other family (packet, netlink, vsock, ...) fails with EAFNOSUPPORT.
+//!   socket; AF_NETLINK's sock_diag goes on; every other family (packet, the other netlink
+//!   protocols, vsock, ...) fails with EAFNOSUPPORT.
 //! - socketpair(): AF_UNIX goes on; AF_INET/AF_INET6 fail with EOPNOTSUPP, as Linux says;
 //!   others with EAFNOSUPPORT.
 //! - io_uring_setup(): ENOSYS, so programs fall back to plain syscalls.
@@ -172,7 +173,12 @@ pub fn program() -> Vec<libc::sock_filter> {
     a.load(arg_lo(0));
     a.jeq(libc::AF_UNIX as u32, allow, To::Next);
     a.jeq(libc::AF_INET as u32, notify, To::Next);
-    a.jeq(libc::AF_INET6 as u32, notify, eafnosupport);
+    a.jeq(libc::AF_INET6 as u32, notify, To::Next);
+    // sock_diag (what `ss` reads; the C library asks it how a pair was shut) reaches no
+    // network: the other netlink protocols stay refused.
+    a.jeq(libc::AF_NETLINK as u32, To::Next, eafnosupport);
+    a.load(arg_lo(2));
+    a.jeq(libc::NETLINK_SOCK_DIAG as u32, allow, eafnosupport);
 
     a.here(socketpair);
     a.load(arg_lo(0));
@@ -280,6 +286,16 @@ mod tests {
                 errno(libc::EAFNOSUPPORT)
             );
         }
+        let diag = libc::NETLINK_SOCK_DIAG as u64;
+        assert_eq!(
+            native(s, [libc::AF_NETLINK as u64, 2, diag, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            native(s, [libc::AF_NETLINK as u64, 2, 0, 0, 0, 0]),
+            errno(libc::EAFNOSUPPORT),
+            "NETLINK_ROUTE"
+        );
         let p = libc::SYS_socketpair;
         assert_eq!(native(p, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]), ALLOW);
         assert_eq!(
